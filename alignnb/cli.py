@@ -1,6 +1,6 @@
 """The ``alignnb`` command: run the study's notebooks with papermill, or one stage alone.
 
-    alignnb run [--quick] [-p NAME VALUE ...] [--output DIR] [--only 01 02]
+    alignnb run [--profile offline|paper] [--quick] [-p NAME VALUE ...] [--output DIR] [--only 01 02] [--sweep seed=0,1,2]
     alignnb collect [--levels ...] [--episodes N] [--seed S] [--workers W]
 
 A full default run (no --quick, no -p) writes figures to ``figures/`` and executed notebooks
@@ -18,6 +18,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from . import config
 
@@ -123,9 +125,58 @@ def run_notebooks(
     return run_dir
 
 
+def sweep_summary(run_dirs: Mapping[Any, Path], name: str) -> pd.DataFrame:
+    """Headline numbers of each run of a sweep (agent success per level, precision@15 per model),
+    with their mean and standard deviation across the swept values."""
+    import pandas as pd
+
+    rows = []
+    for value, folder in run_dirs.items():
+        fig = Path(folder) / "figures"
+        if (fig / "agent_success.csv").exists():
+            for _, r in pd.read_csv(fig / "agent_success.csv").iterrows():
+                rows.append({name: value, "quantity": f"success {r['level']}", "value": r["success_rate"]})
+        if (fig / "alignment_summary.csv").exists():
+            for _, r in pd.read_csv(fig / "alignment_summary.csv").iterrows():
+                rows.append({name: value, "quantity": f"precision@15 agent vs {r['model']}", "value": r["precision_at_15"]})
+    long = pd.DataFrame(rows)
+    if long.empty:
+        return long
+    wide = long.pivot_table(index="quantity", columns=name, values="value", aggfunc="first", sort=False)
+    wide["mean"] = wide.mean(axis=1)
+    wide["sd"] = wide.drop(columns="mean").std(axis=1, ddof=1) if wide.shape[1] > 2 else float("nan")
+    return wide
+
+
+def run_sweep(name: str, values: Sequence[Any], parameters: Mapping[str, Any] | None = None, quick: bool = False,
+              output: str | os.PathLike | None = None, **kwargs: Any) -> tuple[Path, Any]:
+    """Rerun the notebooks once per value of parameter ``name``; cached stages whose inputs did
+    not change are reused. Writes ``sweep_summary.csv`` (mean and sd across values)."""
+    base = Path(output) if output else config.runs_dir() / ("sweep_" + run_name(quick, {name: ",".join(map(str, values)),
+                                                                                       **(parameters or {})}))
+    run_dirs = {}
+    for value in values:
+        run_dirs[value] = run_notebooks({**(parameters or {}), name: value}, quick=quick,
+                                        output=base / f"{name}={value}", **kwargs)
+    table = sweep_summary(run_dirs, name)
+    table.to_csv(base / "sweep_summary.csv", float_format="%.4f")
+    return base, table
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     params = {name: parse_value(value) for name, value in (args.param or [])}
+    if args.profile:
+        params["profile"] = args.profile
     try:
+        if args.sweep:
+            name, _, values = args.sweep.partition("=")
+            if not values:
+                raise ValueError(f"--sweep takes NAME=V1,V2,...; got {args.sweep!r}")
+            base, table = run_sweep(name, [parse_value(v) for v in values.split(",")], params, quick=args.quick,
+                                    output=args.output, only=args.only, timeout=args.timeout)
+            print(table.round(4).to_string())
+            print(f"[alignnb] sweep summary: {base / 'sweep_summary.csv'}")
+            return 0
         run_dir = run_notebooks(params, quick=args.quick, output=args.output, only=args.only,
                                 timeout=args.timeout)
     except (NotebookFailed, ValueError, FileNotFoundError) as exc:
@@ -151,10 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="execute the numbered notebooks with papermill")
     run.add_argument("--quick", action="store_true", help="small, fast run (minutes)")
+    run.add_argument("--profile", choices=["offline", "paper", "paper-small"],
+                     help="model profile of notebooks 03-05 (paper needs the Hugging Face hub)")
     run.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
                      help="a notebook parameter; VALUE is read as a Python literal when it is one")
     run.add_argument("--output", help="folder for executed notebooks (and figures, unless default run)")
     run.add_argument("--only", nargs="+", help="run only notebooks whose names start with these (e.g. 01 02)")
+    run.add_argument("--sweep", metavar="NAME=V1,V2", help="rerun the pipeline once per value (e.g. seed=0,1,2)")
     run.add_argument("--timeout", type=int, default=7200, help="per-cell execution timeout in seconds")
     run.set_defaults(func=_cmd_run)
 

@@ -71,11 +71,14 @@ def save_figure(fig: plt.Figure, name: str, out_dir: str | os.PathLike | None = 
 
 
 def save_table(df: pd.DataFrame, name: str, out_dir: str | os.PathLike | None = None,
-               index: bool = True, float_format: str = "%.4f") -> Path:
-    """Write a results table as ``<out_dir>/<name>.csv`` (default ``figures/``), atomically."""
+               params: Mapping[str, Any] | None = None, index: bool = True, float_format: str = "%.4f") -> Path:
+    """Write a results table as ``<out_dir>/<name>.csv`` (default ``figures/``), atomically, and
+    the parameters that produced it beside it as ``<name>.params.json``."""
     path = config.figures_dir(out_dir) / f"{name}.csv"
     with io.atomic_file(path, "w") as f:
         df.to_csv(f, index=index, float_format=float_format, lineterminator="\n")
+    if params is not None:
+        io.write_json(path.with_suffix(".params.json"), json.loads(json.dumps(dict(params), default=str)))
     return path
 
 
@@ -144,3 +147,263 @@ def frame_grid(examples: Sequence[tuple[str, str, list[np.ndarray]]], n_frames: 
                         ha="right", va="center", fontsize=8, wrap=True)
     fig.tight_layout()
     return fig, axes
+
+
+# --------------------------------------------------------------------------------------
+# stage 2: the agent
+# --------------------------------------------------------------------------------------
+
+
+def learning_curves(history: pd.DataFrame, levels: Sequence[str]) -> tuple[plt.Figure, np.ndarray]:
+    """Left: training and validation loss per step. Right: success rate per level over training."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    h = history
+    if "train_loss" in h:
+        d = h.dropna(subset=["train_loss"])
+        axes[0].plot(d["step"], d["train_loss"], label="train (running mean)", color="#555555")
+    if "val_loss" in h:
+        d = h.dropna(subset=["val_loss"])
+        axes[0].plot(d["step"], d["val_loss"], "o-", ms=3, label="validation", color="#D55E00")
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel("optimizer step")
+    axes[0].set_ylabel("cross-entropy")
+    axes[0].legend(frameon=False)
+    for i, level in enumerate(levels):
+        col = f"success/{level}"
+        if col in h:
+            d = h.dropna(subset=[col])
+            axes[1].plot(d["step"], d[col], "o-", ms=3, label=short_level(level), color=LEVEL_COLORS[i % len(LEVEL_COLORS)])
+    axes[1].set_ylim(0, 1.02)
+    axes[1].set_xlabel("optimizer step")
+    axes[1].set_ylabel("success rate (greedy)")
+    axes[1].legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig, axes
+
+
+def success_bars(greedy: pd.DataFrame, sampled: pd.DataFrame | None = None,
+                 goals: Mapping[str, float] | None = None) -> tuple[plt.Figure, plt.Axes]:
+    """Success rate per level, greedy (and sampled) actions, with goal marks."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    x = np.arange(len(greedy))
+    width = 0.38 if sampled is not None else 0.6
+    ax.bar(x - (width / 2 if sampled is not None else 0), greedy["success_rate"], width, label="greedy (argmax)",
+           color="#0072B2")
+    if sampled is not None:
+        ax.bar(x + width / 2, sampled["success_rate"], width, label="sampled", color="#56B4E9")
+    for i, (lv, sr) in enumerate(zip(greedy["level"], greedy["success_rate"])):
+        ax.text(i - (width / 2 if sampled is not None else 0), sr + 0.01, f"{sr:.1%}", ha="center", fontsize=8)
+        if goals and lv in goals:
+            ax.hlines(goals[lv], i - 0.45, i + 0.45, color="black", lw=1, ls="--",
+                      label="goal" if i == 0 else None)
+    ax.set_xticks(x, [short_level(lv) for lv in greedy["level"]])
+    ax.set_ylim(0, 1.08)
+    ax.set_ylabel(f"success rate ({int(greedy['episodes'].iloc[0])} episodes)")
+    ax.legend(frameon=False, fontsize=8, loc="lower left")
+    fig.tight_layout()
+    return fig, ax
+
+
+def confusion(matrix: np.ndarray, names: Sequence[str]) -> tuple[plt.Figure, plt.Axes]:
+    """Row-normalised confusion matrix: rows the bot's action, columns the agent's."""
+    m = np.asarray(matrix, dtype=float)
+    used = m.sum(1) > 0
+    rows = m[used] / m[used].sum(1, keepdims=True)
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    im = ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_yticks(range(int(used.sum())), [n for n, u in zip(names, used) if u])
+    for i in range(rows.shape[0]):
+        for j in range(rows.shape[1]):
+            if rows[i, j] >= 0.005:
+                ax.text(j, i, f"{rows[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if rows[i, j] > 0.6 else "black")
+    ax.set_xlabel("agent (argmax)")
+    ax.set_ylabel("bot")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return fig, ax
+
+
+# --------------------------------------------------------------------------------------
+# stages 3-4: embeddings and alignment
+# --------------------------------------------------------------------------------------
+
+
+def family_color(key: str) -> str:
+    from .analysis import family_of
+
+    return FAMILY_COLORS.get(family_of(key), "#000000")
+
+
+def embedding_sanity(spaces: Mapping[str, Any]) -> tuple[plt.Figure, np.ndarray]:
+    """Per model: distribution of vector norms (relative to the median) and of pairwise cosine similarity."""
+    keys = list(spaces)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * len(keys) + 1.6))
+    norm_data, cos_data = [], []
+    for key in keys:
+        v = np.asarray(spaces[key].vectors, dtype=np.float64)
+        norms = np.linalg.norm(v, axis=1)
+        norm_data.append(norms / np.median(norms))
+        u = v / norms[:, None]
+        iu = np.triu_indices(len(u), 1)
+        cos_data.append((u @ u.T)[iu])
+    for ax, data, label in ((axes[0], norm_data, "norm / median norm"), (axes[1], cos_data, "pairwise cosine similarity")):
+        parts = ax.violinplot(data, vert=False, showmedians=True, widths=0.8)
+        for body, key in zip(parts["bodies"], keys):
+            body.set_facecolor(family_color(key))
+            body.set_alpha(0.7)
+        ax.set_yticks(range(1, len(keys) + 1), keys)
+        ax.set_xlabel(label)
+        ax.invert_yaxis()
+    axes[1].set_yticklabels([])
+    fig.tight_layout()
+    return fig, axes
+
+
+def precision_heatmap(matrix: pd.DataFrame, k: int = 15, title: str | None = None):
+    """Clustered heatmap of a symmetric precision@k matrix, rows coloured by model family."""
+    import seaborn as sns
+    from scipy.cluster.hierarchy import linkage
+    from scipy.spatial.distance import squareform
+
+    dist = 1 - matrix.to_numpy()
+    np.fill_diagonal(dist, 0)
+    link = linkage(squareform(np.clip((dist + dist.T) / 2, 0, None), checks=False), method="average")
+    colors = pd.Series([family_color(k_) for k_ in matrix.index], index=matrix.index, name="family")
+    g = sns.clustermap(matrix, row_linkage=link, col_linkage=link, row_colors=colors, annot=True, fmt=".2f",
+                       cmap="viridis", vmin=0, vmax=1, figsize=(1.0 * len(matrix) + 3, 0.9 * len(matrix) + 2.5),
+                       annot_kws={"fontsize": 8}, cbar_kws={"label": f"precision@{k}"}, dendrogram_ratio=0.12)
+    g.ax_heatmap.set_xlabel("")
+    g.ax_heatmap.set_ylabel("")
+    if title:
+        g.figure.suptitle(title, y=1.02)
+    return g.figure, g.ax_heatmap
+
+
+def precision_curves(curves: pd.DataFrame, reference: str = "agent") -> tuple[plt.Figure, plt.Axes]:
+    """precision@k against k for each model vs the reference, with the 95% permutation-null band."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for model, d in curves.groupby("model", sort=False):
+        c = family_color(model)
+        ax.plot(d["k"], d["precision"], color=c, lw=1.8, label=model,
+                ls="--" if d["family"].iloc[0] == "control" else "-")
+        ax.fill_between(d["k"], d["null_low"], d["null_high"], color=c, alpha=0.12, lw=0)
+    first = curves[curves["model"] == curves["model"].iloc[0]]
+    ax.plot(first["k"], first["chance"], color="black", lw=1, ls=":", label="chance k/(n-1)")
+    ax.set_xlabel("k")
+    ax.set_ylabel(f"precision@k with the {reference}")
+    ax.set_ylim(0, 1)
+    ax.legend(frameon=False, fontsize=8, ncols=2)
+    fig.tight_layout()
+    return fig, ax
+
+
+def layer_sweep_plot(sweeps: pd.DataFrame, k: int = 15) -> tuple[plt.Figure, plt.Axes]:
+    """precision@k with the agent against relative layer depth, one line per (model, pooling)."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for (model, pooling), d in sweeps.groupby(["model", "pooling"], sort=False):
+        depth = d["layer"] / max(d["layer"].max(), 1)
+        ax.plot(depth, d["precision"], "o-", ms=3, color=family_color(model),
+                ls="-" if pooling == "mean" else "--", label=f"{model} ({pooling})")
+    ax.set_xlabel("relative layer depth (0 = input embeddings)")
+    ax.set_ylabel(f"precision@{k} with the agent")
+    ax.legend(frameon=False, fontsize=7)
+    fig.tight_layout()
+    return fig, ax
+
+
+def attribute_shares(shares: pd.DataFrame) -> tuple[plt.Figure, plt.Axes]:
+    """Share of a sentence's neighbours with the same verb / colour / object / location, per model."""
+    attrs = list(dict.fromkeys(shares["attribute"]))
+    models = list(dict.fromkeys(shares["model"]))
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    width = 0.8 / len(models)
+    x = np.arange(len(attrs))
+    for i, m in enumerate(models):
+        d = shares[shares["model"] == m].set_index("attribute").loc[attrs]
+        ax.bar(x + (i - (len(models) - 1) / 2) * width, d["share"], width, color=family_color(m), label=m,
+               alpha=0.6 + 0.4 * (i % 2))
+    chance = shares.drop_duplicates("attribute").set_index("attribute").loc[attrs, "chance"]
+    ax.hlines(chance, x - 0.42, x + 0.42, color="black", ls=":", lw=1, label="random neighbours")
+    ax.set_xticks(x, attrs)
+    ax.set_ylabel("share of k neighbours with the same value")
+    ax.set_ylim(0, 1)
+    ax.legend(frameon=False, fontsize=7, ncols=2, bbox_to_anchor=(1, 1), loc="upper left")
+    fig.tight_layout()
+    return fig, ax
+
+
+def _scatter_by(ax, xy: np.ndarray, labels: Sequence[str], title: str, legend: bool) -> None:
+    values = list(dict.fromkeys(labels))
+    palette = dict(zip(values, LEVEL_COLORS * 3))
+    if set(values) <= {"red", "green", "blue", "purple", "yellow", "grey", "none"}:
+        palette = {"red": "#D62728", "green": "#2CA02C", "blue": "#1F77B4", "purple": "#9467BD",
+                   "yellow": "#E6C200", "grey": "#7F7F7F", "none": "#000000"}
+    for v in values:
+        sel = np.asarray(labels) == v
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=6, color=palette[v], label=v, alpha=0.8, lw=0)
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if legend:
+        ax.legend(frameon=False, fontsize=6, markerscale=2, loc="best")
+
+
+def project_2d(X: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarray:
+    """2-D projection of row-normalised vectors: PCA, or UMAP (imported only when asked: ~20 s)."""
+    X = np.asarray(X, dtype=np.float64)
+    X = X / np.linalg.norm(X, axis=1, keepdims=True)
+    if method == "umap":
+        import umap  # slow import (numba): only here
+
+        return umap.UMAP(n_neighbors=15, random_state=seed, metric="cosine").fit_transform(X)
+    Xc = X - X.mean(0)
+    _, _, vt = np.linalg.svd(Xc, full_matrices=False)
+    return Xc @ vt[:2].T
+
+
+def projection_grid(spaces: Mapping[str, Any], attributes: pd.DataFrame, by: Sequence[str] = ("verb", "color", "object"),
+                    method: str = "pca", seed: int = 0) -> tuple[plt.Figure, np.ndarray]:
+    """Each space projected to 2-D (rows) and coloured by each attribute (columns)."""
+    keys = list(spaces)
+    fig, axes = plt.subplots(len(keys), len(by), figsize=(3.1 * len(by), 2.7 * len(keys)), squeeze=False)
+    for r, key in enumerate(keys):
+        xy = project_2d(spaces[key].vectors, method, seed)
+        for c, col in enumerate(by):
+            labels = attributes.loc[spaces[key].sentences, col].fillna("none").astype(str).to_list()
+            _scatter_by(axes[r, c], xy, labels, f"{key} · {col}", legend=(r == 0))
+    fig.tight_layout()
+    return fig, axes
+
+
+def procrustes_picture(A: np.ndarray, B: np.ndarray, labels: Sequence[str], name_a: str, name_b: str,
+                       max_lines: int = 200, seed: int = 0) -> tuple[plt.Figure, plt.Axes]:
+    """A mapped onto B by Procrustes (common PCA dimension), both shown in B's first two principal
+    axes, with a line from each sentence's mapped A point to its B point."""
+    from . import metrics
+
+    A, B = np.asarray(A, np.float64), np.asarray(B, np.float64)
+    m = min(A.shape[1], B.shape[1], len(A) - 1)
+    Za, _ = metrics._pca(A - A.mean(0), m)
+    Zb, _ = metrics._pca(B - B.mean(0), m)
+    Za, Zb = Za / np.linalg.norm(Za), Zb / np.linalg.norm(Zb)
+    R, s = metrics._orthogonal_map(Za, Zb)
+    mapped = s * Za @ R
+    pa, pb = mapped[:, :2], Zb[:, :2]  # Zb's columns are B's principal axes
+    fig, ax = plt.subplots(figsize=(6, 5))
+    rng = np.random.default_rng(seed)
+    for i in rng.choice(len(A), size=min(max_lines, len(A)), replace=False):
+        ax.plot([pa[i, 0], pb[i, 0]], [pa[i, 1], pb[i, 1]], color="#BBBBBB", lw=0.5, zorder=1)
+    values = list(dict.fromkeys(labels))
+    for j, v in enumerate(values):
+        sel = np.asarray(labels) == v
+        col = LEVEL_COLORS[j % len(LEVEL_COLORS)]
+        ax.scatter(pb[sel, 0], pb[sel, 1], s=10, color=col, marker="o", label=f"{v} ({name_b})", zorder=2)
+        ax.scatter(pa[sel, 0], pa[sel, 1], s=14, color=col, marker="x", lw=0.8, label=f"{v} ({name_a} mapped)", zorder=3)
+    ax.set_title(f"{name_a} mapped onto {name_b} (Procrustes disparity {max(0.0, 1 - s ** 2):.2f})", fontsize=10)
+    ax.set_xlabel(f"{name_b} PC 1")
+    ax.set_ylabel(f"{name_b} PC 2")
+    ax.legend(frameon=False, fontsize=6, ncols=2)
+    fig.tight_layout()
+    return fig, ax

@@ -6,6 +6,7 @@ import ast
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from alignnb import cli, config
@@ -42,3 +43,28 @@ def test_quick_run_of_notebook_01(data_root, tmp_path):
     assert (run_dir / "01_collect_demos.ipynb").exists()
     assert sorted(p.name for p in config.figures_dir().glob("*")) == before  # committed figures untouched
     assert any((Path(data_root) / "demos").iterdir())
+
+
+def test_quick_run_of_the_whole_study(data_root, tmp_path):
+    """`alignnb run --quick` end to end: every notebook, every figure the README shows."""
+    run_dir = cli.run_notebooks(quick=True, output=tmp_path / "run", progress=False)
+    figures = {p.name for p in (run_dir / "figures").iterdir()}
+    for name in ("agent_learning_curves", "agent_success", "agent_rollouts", "agent_action_confusion",
+                 "embedding_sanity", "precision_heatmap", "precision_vs_k", "layer_sweep", "neighbour_attributes",
+                 "spaces_pca", "procrustes_agent_vs_lm", "explorer_default_selection"):
+        assert {f"{name}.png", f"{name}.pdf"} <= figures, name
+    for table in ("alignment_summary", "sensitivity", "robust_conclusions", "precision_matrix"):
+        assert f"{table}.csv" in figures, table
+    summary = pd.read_csv(run_dir / "figures" / "alignment_summary.csv")
+    assert list(summary.columns) == ["model", "family", "precision_at_15", "ci_low", "ci_high", "null_mean",
+                                     "p_value", "procrustes_disparity", "retrieval_top1", "cka"]
+    assert {"agent-untrained", "bag-of-attributes", "smollm2-135m", "minilm-l6"} <= set(summary["model"])
+    assert summary["precision_at_15"].between(0, 1).all()
+    readme = (config.REPO_ROOT / "README.md").read_text()
+    import re
+
+    for shown in re.findall(r"figures/([\w-]+)\.png", readme):
+        assert f"{shown}.png" in figures, f"README shows figures/{shown}.png but the run does not make it"
+    table = pd.read_csv(run_dir / "figures" / "agent_success.csv")
+    assert list(table.columns) == ["level", "success_rate", "episodes"]
+    assert len(table) == 4 and table["success_rate"].between(0, 1).all()

@@ -1,0 +1,257 @@
+"""Stage 4: alignment across all models, with controls, statistics and sensitivity checks.
+
+Everything returns tidy pandas DataFrames; nothing here draws or writes (plots.py and the
+notebooks do). Inputs are :class:`~alignnb.encoders.Embeddings` keyed by model name, all of
+the same ordered sentence list (checked).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from itertools import combinations
+
+import numpy as np
+import pandas as pd
+
+from . import metrics
+from .encoders import Embeddings, check_same_sentences, get_spec
+
+METRICS = {
+    "precision": lambda A, B, k: metrics.precision_at_k(A, B, k),
+    "cka": lambda A, B, k: metrics.cka(A, B),
+    "rsa": lambda A, B, k: metrics.rsa(A, B),
+    "procrustes_disparity": lambda A, B, k: metrics.procrustes_disparity(A, B),
+}
+
+
+def _check_all(spaces: Mapping[str, Embeddings]) -> list[str]:
+    keys = list(spaces)
+    if not keys:
+        raise ValueError("no embedding sets given")
+    for key in keys[1:]:
+        check_same_sentences(spaces[keys[0]], spaces[key])
+    return keys
+
+
+def family_of(key: str) -> str:
+    try:
+        return get_spec(key).family
+    except KeyError:
+        return "other"
+
+
+def pairwise_matrix(spaces: Mapping[str, Embeddings], metric: str = "precision", k: int = 15) -> pd.DataFrame:
+    """Symmetric [model x model] matrix of ``metric`` (precision, cka, rsa, procrustes_disparity)."""
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
+    keys = _check_all(spaces)
+    fn = METRICS[metric]
+    if metric == "precision":  # neighbours once per space
+        knn = {key: metrics.knn_indices(spaces[key].vectors, k) for key in keys}
+    out = pd.DataFrame(np.nan, index=keys, columns=keys)
+    for a in keys:
+        out.loc[a, a] = 0.0 if metric == "procrustes_disparity" else 1.0
+    for a, b in combinations(keys, 2):
+        if metric == "precision":
+            v = float(metrics.overlap_from_knn(knn[a], knn[b]).mean())
+        else:
+            v = fn(spaces[a].vectors, spaces[b].vectors, k)
+        out.loc[a, b] = out.loc[b, a] = v
+    return out
+
+
+def precision_vs_k(spaces: Mapping[str, Embeddings], reference: str = "agent", ks: Sequence[int] = range(1, 51),
+                   n_perm: int = 200, seed: int = 0) -> pd.DataFrame:
+    """precision@k of ``reference`` against every other space for each k, with chance and null band.
+
+    Columns: model, family, k, precision, chance (k/(n-1)), null_low, null_high (2.5 and 97.5
+    percentiles of the permutation null).
+    """
+    keys = _check_all(spaces)
+    ref = spaces[reference].vectors
+    n = len(ref)
+    ks = [k for k in ks if k < n]
+    kmax = max(ks)
+    rng = np.random.default_rng(seed)
+    perms = [rng.permutation(n) for _ in range(n_perm)]
+    ka = metrics.knn_indices(ref, kmax)
+    rows = []
+    for key in keys:
+        if key == reference:
+            continue
+        kb = metrics.knn_indices(spaces[key].vectors, kmax)
+        null = np.empty((n_perm, len(ks)))
+        for p, perm in enumerate(perms):
+            inv = np.empty_like(perm)
+            inv[perm] = np.arange(n)
+            kbp = inv[kb[perm]]
+            null[p] = [metrics.overlap_from_knn(ka[:, :k], kbp[:, :k]).mean() for k in ks]
+        for j, k in enumerate(ks):
+            rows.append({"model": key, "family": family_of(key), "k": k,
+                         "precision": float(metrics.overlap_from_knn(ka[:, :k], kb[:, :k]).mean()),
+                         "chance": metrics.chance_precision(n, k),
+                         "null_low": float(np.percentile(null[:, j], 2.5)),
+                         "null_high": float(np.percentile(null[:, j], 97.5))})
+    return pd.DataFrame(rows)
+
+
+def layer_sweep(layers: Embeddings, reference: Embeddings, k: int = 15) -> pd.DataFrame:
+    """precision@k of ``reference`` against each layer of an all-layers set (columns layer, precision)."""
+    check_same_sentences(layers, reference)
+    if layers.vectors.ndim != 3:
+        raise ValueError(f"{layers.model}: expected an all-layers set (embed with layer='all')")
+    kr = metrics.knn_indices(reference.vectors, k)
+    rows = [{"model": layers.model, "layer": i,
+             "precision": float(metrics.overlap_from_knn(kr, metrics.knn_indices(v, k)).mean())}
+            for i, v in enumerate(layers.vectors)]
+    return pd.DataFrame(rows)
+
+
+def summary_table(spaces: Mapping[str, Embeddings], reference: str = "agent", k: int = 15, n_perm: int = 1000,
+                  n_boot: int = 200, seed: int = 0) -> pd.DataFrame:
+    """The headline table: one row per model compared with ``reference``.
+
+    Columns: model, family, precision_at_{k}, ci_low, ci_high (95% subsampling interval, 80% of
+    sentences), null_mean, p_value (permutation test), procrustes_disparity, retrieval_top1
+    (5-fold cross-validated), cka (linear).
+    """
+    keys = _check_all(spaces)
+    ref = spaces[reference].vectors
+    rows = []
+    for key in keys:
+        if key == reference:
+            continue
+        B = spaces[key].vectors
+        null = metrics.permutation_null(metrics.precision_at_k, ref, B, n_perm=n_perm, seed=seed, k=k)
+        ci = metrics.bootstrap_ci(metrics.precision_at_k, ref, B, n_boot=n_boot, seed=seed, k=k)
+        pr = metrics.procrustes(ref, B, seed=seed)
+        rows.append({"model": key, "family": family_of(key), f"precision_at_{k}": null.observed,
+                     "ci_low": ci.low, "ci_high": ci.high, "null_mean": null.null_mean, "p_value": null.p_value,
+                     "procrustes_disparity": pr.disparity, "retrieval_top1": pr.retrieval_top1,
+                     "cka": metrics.cka(ref, B)})
+    return pd.DataFrame(rows)
+
+
+def restrict(emb: Embeddings, keep: Sequence[int]) -> Embeddings:
+    """The embedding set restricted to the sentences at positions ``keep`` (order kept)."""
+    keep = list(keep)
+    vec = emb.vectors[..., keep, :]
+    return Embeddings(emb.model, [emb.sentences[i] for i in keep], vec, dict(emb.meta))
+
+
+def sensitivity_table(reference: Embeddings, defaults: Mapping[str, Embeddings],
+                      all_layers: Mapping[tuple[str, str], Embeddings], sentence_levels: Sequence[str],
+                      k: int = 15, ks: Sequence[int] = (5, 10, 15, 30)) -> pd.DataFrame:
+    """How agent-vs-model precision moves with each analysis choice that the paper leaves open.
+
+    ``defaults``: each model's default embedding; ``all_layers``: {(model, pooling): all-layer
+    set} for the language models; ``sentence_levels``: the level of each sentence. Rows: model,
+    family, choice (pooling / layer / k / sentences), setting, k, precision, chance.
+    """
+    n = len(reference.sentences)
+    rows = []
+
+    def add(model, choice, setting, kk, value, n_sent):
+        rows.append({"model": model, "family": family_of(model), "choice": choice, "setting": setting, "k": kk,
+                     "precision": value, "chance": metrics.chance_precision(n_sent, kk)})
+
+    for model, emb in defaults.items():
+        for kk in ks:
+            if kk < n:
+                add(model, "k", f"k={kk}", kk, metrics.precision_at_k(reference.vectors, emb.vectors, kk), n)
+        levels = np.asarray(sentence_levels)
+        for level in dict.fromkeys(sentence_levels):
+            keep = np.flatnonzero(levels == level)
+            kk = min(k, len(keep) // 3)
+            if kk >= 1 and len(keep) > kk + 1:
+                add(model, "sentences", level.removeprefix("BabyAI-").removesuffix("-v0"), kk,
+                    metrics.precision_at_k(reference.vectors[keep], emb.vectors[keep], kk), len(keep))
+        add(model, "sentences", "all levels", k, metrics.precision_at_k(reference.vectors, emb.vectors, k), n)
+    for (model, pooling), emb in all_layers.items():
+        sweep = layer_sweep(emb, reference, k)
+        add(model, "pooling", f"{pooling} (last layer)", k, float(sweep["precision"].iloc[-1]), n)
+        if pooling == get_spec(model).pooling:
+            best = sweep.loc[sweep["precision"].idxmax()]
+            add(model, "layer", "last", k, float(sweep["precision"].iloc[-1]), n)
+            add(model, "layer", f"best ({int(best['layer'])} of {len(sweep) - 1}; chosen on these data)", k,
+                float(best["precision"]), n)
+    return pd.DataFrame(rows)
+
+
+def robust_conclusions(sens: pd.DataFrame, trained: str = "agent") -> pd.DataFrame:
+    """Check comparisons in every setting of the sensitivity table.
+
+    For each (choice, setting) with both models present, does model X align with the agent more
+    than model Y? Reported: the comparison, in how many settings it holds, out of how many.
+    """
+    by = sens.pivot_table(index=["choice", "setting"], columns="model", values="precision", aggfunc="first")
+    fam = sens.drop_duplicates("model").set_index("model")["family"]
+    lm = [m for m in by.columns if fam.get(m) in ("decoder LLM", "encoder LM", "VLM text tower")]
+    controls = [m for m in by.columns if fam.get(m) == "control"]
+    rows = []
+
+    def check(label, a_cols, b_cols):
+        sub = by[a_cols + b_cols].dropna()
+        if sub.empty:
+            return
+        holds = (sub[a_cols].min(axis=1) > sub[b_cols].max(axis=1))
+        rows.append({"comparison": label, "holds_in": int(holds.sum()), "settings": len(sub),
+                     "survives_every_choice": bool(holds.all())})
+
+    chance_by = sens.drop_duplicates(["choice", "setting"]).set_index(["choice", "setting"])["chance"]
+    for m in lm:
+        sub = by[m].dropna()
+        above = sub > chance_by.reindex(sub.index) * 2
+        rows.append({"comparison": f"{m} aligns with the agent at more than twice chance", "holds_in": int(above.sum()),
+                     "settings": len(sub), "survives_every_choice": bool(above.all())})
+    decoders = [m for m in lm if fam.get(m) == "decoder LLM"]
+    encoders = [m for m in lm if fam.get(m) != "decoder LLM"]
+    if decoders and encoders:
+        check("every decoder LLM > every encoder / VLM text tower", decoders, encoders)
+    for c in controls:
+        for m in lm:
+            check(f"{m} > control {c}", [m], [c])
+    return pd.DataFrame(rows)
+
+
+def neighbour_attribute_share(emb: Embeddings, attributes: pd.DataFrame, k: int = 15,
+                              columns: Sequence[str] = ("verb", "color", "object", "loc")) -> pd.DataFrame:
+    """For each attribute, the mean share of a sentence's k neighbours with the same value.
+
+    Also gives the share expected of k random other sentences (``chance``), so a reader can
+    see which attributes organise each space. ``attributes`` is indexed like the sentences.
+    """
+    if list(attributes.index) != list(emb.sentences):
+        attributes = attributes.loc[emb.sentences]
+    knn = metrics.knn_indices(emb.vectors, k)
+    n = len(knn)
+    rows = []
+    for col in columns:
+        values = attributes[col].fillna("n/a").astype(str).to_numpy()
+        share = (values[knn] == values[:, None]).mean(1)
+        counts = pd.Series(values).value_counts()
+        chance = float(np.mean((counts[values].to_numpy() - 1) / (n - 1)))
+        rows.append({"model": emb.model, "attribute": col, "share": float(share.mean()), "chance": chance})
+    return pd.DataFrame(rows)
+
+
+#: The paper's reported precision@15 between the agent and each family (from its abstract):
+#: decoder LLMs and BLIP 0.70-0.73; CLIP and BERT "clearly less" (no number given).
+PAPER_PRECISION_AT_15 = {
+    "LLaMA": "0.70-0.73", "Qwen": "0.70-0.73", "DeepSeek": "0.70-0.73", "BLIP": "0.70-0.73",
+    "CLIP": "clearly lower", "BERT": "clearly lower",
+}
+
+
+def paper_comparison(summary: pd.DataFrame, k: int = 15) -> pd.DataFrame:
+    """Our agent-vs-model precision@k beside the paper's reported value for the same family."""
+    rows = []
+    for _, r in summary.iterrows():
+        try:
+            pf = get_spec(r["model"]).paper_family
+        except KeyError:
+            pf = ""
+        rows.append({"model": r["model"], "paper_family": pf or "(none)",
+                     "paper_precision_at_15": PAPER_PRECISION_AT_15.get(pf, "n/a"),
+                     f"ours_precision_at_{k}": r[f"precision_at_{k}"]})
+    return pd.DataFrame(rows)

@@ -1,0 +1,357 @@
+"""Representational alignment metrics: pure functions over two embedding matrices.
+
+``A`` [n, d_A] and ``B`` [n, d_B] embed the same n sentences in the same order. Every function
+checks its inputs (2-D, same n, finite, k < n) and raises ``ValueError`` saying what is wrong.
+
+precision@k  Mutual k-nearest-neighbour overlap (Huh et al. 2024, "The Platonic Representation
+             Hypothesis", ``mutual_knn``; the measure of Milano & Nolfi 2026): with cosine
+             similarity and each point's own index excluded,
+                 p@k = mean_i |NN_A(i) ∩ NN_B(i)| / k.
+             Chance level for unrelated spaces is k / (n - 1).
+Procrustes   Centre, scale to unit Frobenius norm, bring to a common dimension, then the
+             orthogonal map (with scale) that best maps A onto B (Schönemann 1966). ``disparity``
+             is scipy.spatial.procrustes's: the sum of squared residuals, in [0, 1].
+CKA          Linear centred kernel alignment (Kornblith et al. 2019); unbiased variant with the
+             HSIC estimator of Song et al. (2012).
+RSA          Spearman correlation of the two cosine-distance matrices' upper triangles
+             (Kriegeskorte et al. 2008).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+
+# --------------------------------------------------------------------------------------
+# input checks
+# --------------------------------------------------------------------------------------
+
+
+def _as_matrix(X, name: str) -> np.ndarray:
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array [n_sentences, dim], got shape {X.shape}")
+    if not np.issubdtype(X.dtype, np.number):
+        raise ValueError(f"{name} must be numeric, got {X.dtype}")
+    if not np.isfinite(X).all():
+        bad = int((~np.isfinite(X)).any(1).sum())
+        raise ValueError(f"{name} has NaN or infinite values in {bad} row(s): check the embeddings")
+    return X.astype(np.float32 if X.dtype != np.float64 else np.float64, copy=False)
+
+
+def check_pair(A, B, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Validate two embedding matrices of the same sentences (and k); return them as float arrays."""
+    A, B = _as_matrix(A, "A"), _as_matrix(B, "B")
+    if len(A) != len(B):
+        raise ValueError(f"A has {len(A)} rows and B {len(B)}: both must embed the same sentences in the same order")
+    if len(A) < 3:
+        raise ValueError(f"need at least 3 sentences, got {len(A)}")
+    if k is not None:
+        if int(k) != k or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k}")
+        if k >= len(A):
+            raise ValueError(f"k={k} must be smaller than the number of sentences n={len(A)} (each point's own "
+                             f"index is excluded, so at most n-1={len(A) - 1} neighbours exist)")
+    return A, B
+
+
+def _unit_rows(X: np.ndarray, name: str = "X") -> np.ndarray:
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise ValueError(f"{name} has {int((norms == 0).sum())} zero vector(s): cosine similarity is undefined")
+    return (X / norms).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------
+# k nearest neighbours and precision@k
+# --------------------------------------------------------------------------------------
+
+
+def knn_indices(X, k: int, chunk: int = 2048) -> np.ndarray:
+    """Indices [n, k] of each row's k nearest neighbours by cosine similarity, itself excluded.
+
+    Exact, in order of decreasing similarity; ties are broken by the lower index. Memory is
+    O(n*k) plus one [chunk, n] block of similarities.
+    """
+    import torch
+
+    X = _as_matrix(X, "X")
+    n = len(X)
+    if not 1 <= k < n:
+        raise ValueError(f"k={k} must be in 1..n-1 = 1..{n - 1}")
+    U = torch.from_numpy(_unit_rows(X))
+    out = np.empty((n, k), dtype=np.int64)
+    for s in range(0, n, chunk):
+        e = min(s + chunk, n)
+        sim = U[s:e] @ U.T  # [c, n]
+        rows = torch.arange(e - s)
+        sim[rows, rows + s] = -torch.inf
+        vals, idx = torch.topk(sim, k, dim=1, largest=True, sorted=True)
+        # ties at the k-th value: the top-k must be the lowest indices among equal values
+        kth = vals[:, -1:]
+        n_eq_all = (sim == kth).sum(1)
+        n_eq_in = (vals == kth).sum(1)
+        tied = torch.nonzero(n_eq_all > n_eq_in).flatten()
+        # also order equal values inside the top-k by index
+        needs_sort = torch.nonzero((vals[:, 1:] == vals[:, :-1]).any(1)).flatten()
+        for r in torch.unique(torch.cat([tied, needs_sort])).tolist():
+            row = sim[r]
+            order = np.lexsort((np.arange(n), -row.numpy().astype(np.float64)))
+            idx[r] = torch.from_numpy(order[:k])
+        out[s:e] = idx.numpy()
+    return out
+
+
+def overlap_from_knn(knn_a: np.ndarray, knn_b: np.ndarray) -> np.ndarray:
+    """Per-point |NN_A(i) ∩ NN_B(i)| / k from two [n, k] neighbour index arrays."""
+    if knn_a.shape != knn_b.shape:
+        raise ValueError(f"neighbour arrays differ in shape: {knn_a.shape} vs {knn_b.shape}")
+    k = knn_a.shape[1]
+    hits = np.zeros(len(knn_a), dtype=np.int64)
+    for s in range(0, len(knn_a), 4096):
+        a, b = knn_a[s:s + 4096], knn_b[s:s + 4096]
+        hits[s:s + 4096] = (a[:, :, None] == b[:, None, :]).any(2).sum(1)
+    return hits / k
+
+
+def precision_at_k(A, B, k: int = 15, chunk: int = 2048) -> float:
+    """Mutual k-NN overlap: mean over i of |NN_A(i) ∩ NN_B(i)| / k (cosine, self excluded).
+
+    1 for identical neighbourhoods; about k / (n - 1) for unrelated spaces.
+    """
+    A, B = check_pair(A, B, k)
+    return float(overlap_from_knn(knn_indices(A, k, chunk), knn_indices(B, k, chunk)).mean())
+
+
+def chance_precision(n: int, k: int) -> float:
+    """Expected precision@k of two unrelated spaces: k / (n - 1)."""
+    return k / (n - 1)
+
+
+def precision_curve(A, B, ks) -> np.ndarray:
+    """precision@k for each k in ``ks``, computing neighbours once at max(ks)."""
+    ks = [int(k) for k in ks]
+    A, B = check_pair(A, B, max(ks))
+    ka, kb = knn_indices(A, max(ks)), knn_indices(B, max(ks))
+    return np.array([overlap_from_knn(ka[:, :k], kb[:, :k]).mean() for k in ks])
+
+
+# --------------------------------------------------------------------------------------
+# Procrustes
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class ProcrustesResult:
+    """Procrustes alignment of A onto B."""
+
+    disparity: float  # sum of squared residuals after the best orthogonal map + scale (scipy's definition)
+    retrieval_top1: float  # held-out sentences: share whose mapped A vector is nearest to its own B vector
+    retrieval_top5: float
+    chance_top1: float  # 1 / (held-out set size)
+    dim: int  # common dimension used
+    n_splits: int
+
+
+def _standardize(X: np.ndarray) -> np.ndarray:
+    X = X - X.mean(0)
+    norm = np.linalg.norm(X)
+    if norm == 0:
+        raise ValueError("all rows are identical: Procrustes is undefined")
+    return X / norm
+
+
+def _pca(X: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Projection of centred X on its top ``dim`` principal axes, and the axes [d, dim]."""
+    _, _, vt = np.linalg.svd(X, full_matrices=False)
+    axes = vt[:dim].T
+    return X @ axes, axes
+
+
+def _common_dim(A: np.ndarray, B: np.ndarray, dim: int | None) -> int:
+    limit = min(A.shape[1], B.shape[1], len(A) - 1)
+    return limit if dim is None else min(int(dim), limit)
+
+
+def _orthogonal_map(X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, float]:
+    """R, s minimising ||s X R - Y||_F with R orthogonal (SVD of X^T Y)."""
+    u, sig, vt = np.linalg.svd(X.T @ Y)
+    return u @ vt, float(sig.sum())
+
+
+def procrustes_disparity(A, B, dim: int | None = None) -> float:
+    """scipy.spatial.procrustes's disparity after reducing both spaces to a common dimension.
+
+    With equal dimensions and ``dim=None`` no reduction is made, and the value equals
+    ``scipy.spatial.procrustes(A, B)[2]`` (the roles of A and B are symmetric).
+    """
+    A, B = check_pair(A, B)
+    A, B = _standardize(A.astype(np.float64)), _standardize(B.astype(np.float64))
+    if A.shape[1] != B.shape[1] or dim is not None:
+        m = _common_dim(A, B, dim)
+        A, B = _standardize(_pca(A, m)[0]), _standardize(_pca(B, m)[0])
+    R, s = _orthogonal_map(B, A)
+    return float(max(0.0, 1.0 - s**2))  # = sum((A - s B R)^2) for unit-norm A, B
+
+
+def procrustes(A, B, dim: int | None = None, n_splits: int = 5, seed: int = 0) -> ProcrustesResult:
+    """Procrustes analysis of A onto B: disparity on all sentences, plus cross-validated retrieval.
+
+    Retrieval: ``n_splits``-fold split of the sentences (seeded); PCA, centring, scaling and
+    the orthogonal map are fitted on the training folds only; each held-out sentence's A vector
+    is mapped into B's space and ranked against all held-out B vectors by cosine similarity.
+    """
+    A, B = check_pair(A, B)
+    A64, B64 = A.astype(np.float64), B.astype(np.float64)
+    disparity = procrustes_disparity(A64, B64, dim)
+    n = len(A)
+    if n_splits < 2 or n // n_splits < 5:
+        raise ValueError(f"n_splits={n_splits} leaves fewer than 5 held-out sentences of {n}")
+    folds = np.array_split(np.random.default_rng(seed).permutation(n), n_splits)
+    top1, top5, chance, dims = [], [], [], []
+    for test in folds:
+        train = np.setdiff1d(np.arange(n), test)
+        ma, mb = A64[train].mean(0), B64[train].mean(0)
+        Xa, Xb = A64[train] - ma, B64[train] - mb
+        m = _common_dim(Xa, Xb, dim)
+        _, pa = _pca(Xa, m)
+        _, pb = _pca(Xb, m)
+        Za, Zb = Xa @ pa, Xb @ pb
+        sa, sb = np.linalg.norm(Za), np.linalg.norm(Zb)
+        R, _ = _orthogonal_map(Za / sa, Zb / sb)
+        mapped = ((A64[test] - ma) @ pa / sa) @ R
+        target = (B64[test] - mb) @ pb / sb
+        sim = _unit_rows(mapped) @ _unit_rows(target).T
+        rank = (sim > np.diag(sim)[:, None]).sum(1)  # how many candidates beat the right one
+        top1.append(float((rank < 1).mean()))
+        top5.append(float((rank < 5).mean()))
+        chance.append(1 / len(test))
+        dims.append(m)
+    return ProcrustesResult(disparity, float(np.mean(top1)), float(np.mean(top5)), float(np.mean(chance)),
+                            int(min(dims)), n_splits)
+
+
+# --------------------------------------------------------------------------------------
+# CKA and RSA
+# --------------------------------------------------------------------------------------
+
+
+def _unbiased_hsic(K: np.ndarray, L: np.ndarray) -> float:
+    n = len(K)
+    K, L = K.copy(), L.copy()
+    np.fill_diagonal(K, 0)
+    np.fill_diagonal(L, 0)
+    ones = np.ones(n)
+    term = np.trace(K @ L) + (ones @ K @ ones) * (ones @ L @ ones) / ((n - 1) * (n - 2)) \
+        - 2 * (ones @ K @ L @ ones) / (n - 2)
+    return float(term / (n * (n - 3)))
+
+
+def cka(A, B, unbiased: bool = False) -> float:
+    """Linear CKA: HSIC(A, B) / sqrt(HSIC(A, A) HSIC(B, B)) with linear kernels on centred features.
+
+    Invariant to orthogonal transforms and isotropic scaling of either space; 1 for A = B Q.
+    """
+    A, B = check_pair(A, B)
+    A = A.astype(np.float64) - A.mean(0)
+    B = B.astype(np.float64) - B.mean(0)
+    if unbiased:
+        if len(A) < 4:
+            raise ValueError("unbiased CKA needs at least 4 sentences")
+        K, L = A @ A.T, B @ B.T
+        xy, xx, yy = _unbiased_hsic(K, L), _unbiased_hsic(K, K), _unbiased_hsic(L, L)
+    else:
+        xy = np.linalg.norm(B.T @ A) ** 2
+        xx = np.linalg.norm(A.T @ A) ** 2
+        yy = np.linalg.norm(B.T @ B) ** 2
+    if xx <= 0 or yy <= 0:
+        raise ValueError("a space has no variance: CKA is undefined")
+    return float(xy / np.sqrt(xx * yy))
+
+
+def rsa(A, B) -> float:
+    """Spearman correlation between the upper triangles of the cosine-distance matrices."""
+    from scipy.stats import spearmanr
+
+    A, B = check_pair(A, B)
+    ua, ub = _unit_rows(A, "A").astype(np.float64), _unit_rows(B, "B").astype(np.float64)
+    iu = np.triu_indices(len(A), 1)
+    da, db = (1 - ua @ ua.T)[iu], (1 - ub @ ub.T)[iu]
+    return float(spearmanr(da, db).statistic)
+
+
+# --------------------------------------------------------------------------------------
+# statistics: permutation null and subsampling confidence intervals
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class NullResult:
+    """A permutation test of one alignment score."""
+
+    observed: float
+    null_mean: float
+    null_p95: float  # 95th percentile of the null distribution
+    p_value: float  # (1 + #{null >= observed}) / (1 + n_perm)
+    null: np.ndarray
+
+
+def permutation_null(metric: Callable, A, B, n_perm: int = 1000, seed: int = 0, **kwargs) -> NullResult:
+    """Score A against B with B's rows shuffled ``n_perm`` times (the correspondence broken).
+
+    For ``precision_at_k`` the neighbours are computed once and relabelled per permutation,
+    which is exact and fast; other metrics are recomputed.
+    """
+    A, B = check_pair(A, B, kwargs.get("k"))
+    rng = np.random.default_rng(seed)
+    if metric is precision_at_k:
+        k = kwargs.get("k", 15)
+        ka, kb = knn_indices(A, k), knn_indices(B, k)
+        observed = float(overlap_from_knn(ka, kb).mean())
+        null = np.empty(n_perm)
+        for i in range(n_perm):
+            perm = rng.permutation(len(A))  # B' = B[perm]: NN_B'(i) = perm^-1(NN_B(perm(i)))
+            inv = np.empty_like(perm)
+            inv[perm] = np.arange(len(perm))
+            null[i] = overlap_from_knn(ka, inv[kb[perm]]).mean()
+    else:
+        observed = float(metric(A, B, **kwargs))
+        null = np.array([metric(A, B[rng.permutation(len(B))], **kwargs) for _ in range(n_perm)], dtype=float)
+    return NullResult(observed, float(null.mean()), float(np.percentile(null, 95)),
+                      float((1 + (null >= observed).sum()) / (1 + n_perm)), null)
+
+
+@dataclass
+class IntervalResult:
+    """A resampling confidence interval of one alignment score."""
+
+    estimate: float  # the score on all sentences
+    low: float
+    high: float
+    samples: np.ndarray
+
+
+def bootstrap_ci(metric: Callable, A, B, n_boot: int = 200, seed: int = 0, level: float = 0.95,
+                 fraction: float = 0.8, replace: bool = False, **kwargs) -> IntervalResult:
+    """Percentile interval of ``metric`` over resampled sentence sets.
+
+    By default sentences are *subsampled* without replacement (``fraction`` of them): a
+    bootstrap with replacement would duplicate sentences, and a duplicate is its own nearest
+    neighbour, which inflates k-NN metrics. ``replace=True`` gives the classic bootstrap.
+    """
+    A, B = check_pair(A, B, kwargs.get("k"))
+    rng = np.random.default_rng(seed)
+    n = len(A)
+    m = n if replace else max(int(round(fraction * n)), 3)
+    if "k" in kwargs and kwargs["k"] >= m:
+        raise ValueError(f"k={kwargs['k']} is too large for subsamples of {m} sentences")
+    samples = np.empty(n_boot)
+    for i in range(n_boot):
+        idx = rng.choice(n, size=m, replace=replace)
+        samples[i] = metric(A[idx], B[idx], **kwargs)
+    alpha = (1 - level) / 2
+    return IntervalResult(float(metric(A, B, **kwargs)), float(np.quantile(samples, alpha)),
+                          float(np.quantile(samples, 1 - alpha)), samples)

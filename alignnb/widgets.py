@@ -1,0 +1,168 @@
+"""The explorer: pick two spaces, k and a metric; see the score with its null band, a chosen
+instruction's nearest neighbours in both spaces side by side (shared ones highlighted), and a
+heatmap that follows the selection.
+
+All computing lives in plain methods (``score``, ``neighbours``, ``heatmap``) that tests call
+directly; the widgets only call them. Under papermill a widget's callbacks draw nothing into
+the saved notebook, so :meth:`Explorer.static` renders the current selection as ordinary
+output (HTML + figure) for batch runs.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import analysis, metrics
+from .encoders import Embeddings
+
+METRIC_NAMES = {"precision": "precision@k", "cka": "linear CKA", "rsa": "RSA (Spearman)",
+                "procrustes_disparity": "Procrustes disparity"}
+
+
+class Explorer:
+    """Interactive comparison of embedding spaces of the same sentences."""
+
+    def __init__(self, spaces: Mapping[str, Embeddings], model_a: str | None = None, model_b: str | None = None,
+                 k: int = 15, metric: str = "precision", sentence: str | None = None, n_perm: int = 200,
+                 seed: int = 0):
+        import ipywidgets as w
+
+        self.spaces = dict(spaces)
+        keys = list(self.spaces)
+        if len(keys) < 2:
+            raise ValueError("the explorer needs at least two embedding sets")
+        analysis._check_all(self.spaces)
+        self.sentences = self.spaces[keys[0]].sentences
+        self.n_perm, self.seed = n_perm, seed
+        self._knn: dict[tuple[str, int], np.ndarray] = {}
+        self._scores: dict[tuple, dict] = {}
+        n = len(self.sentences)
+        self.model_a = w.Dropdown(options=keys, value=model_a or keys[0], description="space A")
+        self.model_b = w.Dropdown(options=keys, value=model_b or keys[1], description="space B")
+        self.k = w.IntSlider(value=min(k, n - 1), min=1, max=min(50, n - 1), description="k")
+        self.metric = w.ToggleButtons(options=[(v, k_) for k_, v in METRIC_NAMES.items()], value=metric,
+                                      description="metric")
+        self.sentence = w.Dropdown(options=self.sentences, value=sentence or self.sentences[0],
+                                   description="instruction", layout=w.Layout(width="520px"))
+        self.score_html = w.HTML()
+        self.neighbours_html = w.HTML()
+        self.heatmap_png = w.Image(format="png")
+        for control in (self.model_a, self.model_b, self.k, self.metric, self.sentence):
+            control.observe(self._on_change, names="value")
+        self.widget = w.VBox([w.HBox([self.model_a, self.model_b]), w.HBox([self.k]), self.metric, self.score_html,
+                              self.sentence, self.neighbours_html, self.heatmap_png])
+        self.refresh()
+
+    # -- computations (tested directly) ----------------------------------------------
+    def knn(self, model: str, k: int) -> np.ndarray:
+        key = (model, k)
+        if key not in self._knn:
+            self._knn[key] = metrics.knn_indices(self.spaces[model].vectors, k)
+        return self._knn[key]
+
+    def score(self, a: str | None = None, b: str | None = None, k: int | None = None,
+              metric: str | None = None) -> dict[str, Any]:
+        """The selected metric for spaces a and b, with its permutation null (mean, 95% band)."""
+        a, b = a or self.model_a.value, b or self.model_b.value
+        k, metric = k or self.k.value, metric or self.metric.value
+        cache_key = (a, b, k if metric == "precision" else None, metric)
+        if cache_key not in self._scores:
+            A, B = self.spaces[a].vectors, self.spaces[b].vectors
+            n_perm = self.n_perm if metric == "precision" else max(20, self.n_perm // 10)
+            if metric == "precision":
+                res = metrics.permutation_null(metrics.precision_at_k, A, B, n_perm=n_perm, seed=self.seed, k=k)
+            else:
+                fn = {"cka": metrics.cka, "rsa": metrics.rsa, "procrustes_disparity": metrics.procrustes_disparity}[metric]
+                res = metrics.permutation_null(fn, A, B, n_perm=n_perm, seed=self.seed)
+            self._scores[cache_key] = {"a": a, "b": b, "k": k, "metric": metric, "value": res.observed,
+                                       "null_mean": res.null_mean, "null_low": float(np.percentile(res.null, 2.5)),
+                                       "null_high": float(np.percentile(res.null, 97.5)), "p_value": res.p_value,
+                                       "chance": metrics.chance_precision(len(A), k) if metric == "precision" else None}
+        return self._scores[cache_key]
+
+    def neighbours(self, sentence: str | None = None, a: str | None = None, b: str | None = None,
+                   k: int | None = None) -> pd.DataFrame:
+        """The k nearest neighbours of ``sentence`` in spaces a and b, rank by rank, with a shared flag."""
+        sentence = sentence or self.sentence.value
+        a, b, k = a or self.model_a.value, b or self.model_b.value, k or self.k.value
+        i = self.sentences.index(sentence)
+        na, nb = self.knn(a, k)[i], self.knn(b, k)[i]
+        shared = set(na) & set(nb)
+        return pd.DataFrame({"rank": np.arange(1, k + 1),
+                             a: [self.sentences[j] for j in na], f"shared_{a}": [j in shared for j in na],
+                             b: [self.sentences[j] for j in nb], f"shared_{b}": [j in shared for j in nb]})
+
+    def heatmap(self) -> Any:
+        """Pairwise matrix of the selected metric over all spaces, the selected pair outlined."""
+        import matplotlib.pyplot as plt
+        from matplotlib.patches import Rectangle
+
+        metric, k = self.metric.value, self.k.value
+        m = analysis.pairwise_matrix(self.spaces, metric, k)
+        keys = list(m.index)
+        fig, ax = plt.subplots(figsize=(0.7 * len(keys) + 2.5, 0.6 * len(keys) + 1.5))
+        im = ax.imshow(m.to_numpy(), cmap="viridis", vmin=0, vmax=1)
+        ax.set_xticks(range(len(keys)), keys, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(len(keys)), keys, fontsize=8)
+        for r in range(len(keys)):
+            for c in range(len(keys)):
+                ax.text(c, r, f"{m.iat[r, c]:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if m.iat[r, c] < 0.6 else "black")
+        ia, ib = keys.index(self.model_a.value), keys.index(self.model_b.value)
+        for r, c in ((ia, ib), (ib, ia)):
+            ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, ec="#D55E00", lw=2.5))
+        label = METRIC_NAMES[metric].replace("k", str(k)) if metric == "precision" else METRIC_NAMES[metric]
+        fig.colorbar(im, ax=ax, fraction=0.046, label=label)
+        fig.tight_layout()
+        return fig
+
+    # -- rendering ---------------------------------------------------------------------
+    def score_text(self) -> str:
+        s = self.score()
+        name = f"precision@{s['k']}" if s["metric"] == "precision" else METRIC_NAMES[s["metric"]]
+        chance = f"; chance {s['chance']:.3f}" if s["chance"] is not None else ""
+        return (f"<b>{html.escape(s['a'])}</b> vs <b>{html.escape(s['b'])}</b>: {name} = <b>{s['value']:.3f}</b> "
+                f"(permutation null {s['null_mean']:.3f}, 95% band {s['null_low']:.3f}-{s['null_high']:.3f}, "
+                f"p = {s['p_value']:.3g}{chance})")
+
+    def neighbours_html_table(self) -> str:
+        df = self.neighbours()
+        a, b = df.columns[1], df.columns[3]
+        cell = lambda text, hit: (f'<td style="background:#FDE2C8">{html.escape(text)}</td>' if hit
+                                  else f"<td>{html.escape(text)}</td>")
+        rows = "".join(f"<tr><td>{r.rank}</td>{cell(r[a], r[f'shared_{a}'])}{cell(r[b], r[f'shared_{b}'])}</tr>"
+                       for _, r in df.iterrows())
+        n_shared = int(df[f"shared_{a}"].sum())
+        return (f"<p>Nearest neighbours of <i>{html.escape(self.sentence.value)}</i>: {n_shared} of {len(df)} shared "
+                f"(highlighted)</p><table><tr><th>#</th><th>{html.escape(a)}</th><th>{html.escape(b)}</th></tr>"
+                f"{rows}</table>")
+
+    def refresh(self) -> None:
+        """Recompute the score, the neighbour table and the heatmap image for the current selection."""
+        import io as _io
+
+        import matplotlib.pyplot as plt
+
+        self.score_html.value = self.score_text()
+        self.neighbours_html.value = self.neighbours_html_table()
+        fig = self.heatmap()
+        buf = _io.BytesIO()
+        fig.savefig(buf, format="png", dpi=90)
+        plt.close(fig)
+        self.heatmap_png.value = buf.getvalue()
+
+    def _on_change(self, change: dict) -> None:
+        self.refresh()
+
+    def static(self) -> Any:
+        """Display the current selection as plain output (for headless runs); returns the heatmap figure."""
+        from IPython.display import HTML, display
+
+        display(HTML(self.score_text()))
+        display(HTML(self.neighbours_html_table()))
+        return self.heatmap()

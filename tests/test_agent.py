@@ -1,0 +1,166 @@
+"""Stage 2: the agent, behavioral cloning, evaluation and checkpoints."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from alignnb import config, train
+from alignnb.agent import Agent, AgentConfig, Vocabulary, count_parameters
+from conftest import LEVELS
+
+SMALL = AgentConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64, cell_dim=8, channels=16, d_hidden=32, memory_layers=1)
+SENTENCES = ["go to the red ball", "pick up a key behind you", "put the blue box next to the grey key", "open the door"]
+
+
+def make_agent(cfg=SMALL, seed=0, sentences=SENTENCES):
+    torch.manual_seed(seed)
+    agent = Agent(Vocabulary.from_sentences(sentences), cfg)
+    with torch.no_grad():  # FiLM starts at identity; perturb so conditioning matters in the tests
+        for p in agent.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return agent.eval()
+
+
+def test_embedding_shapes_and_layers():
+    agent = make_agent()
+    e = agent.embed_instructions(SENTENCES)
+    assert e.shape == (4, SMALL.d_model) and e.dtype == np.float32 and np.isfinite(e).all()
+    layers = agent.embed_instruction_layers(SENTENCES)
+    assert set(layers) == {"final", 0, 1}
+    assert all(v.shape == (4, SMALL.d_model) for v in layers.values())
+    assert np.array_equal(layers["final"], e)
+
+
+def test_padding_does_not_change_an_embedding():
+    agent = make_agent()
+    alone = np.stack([agent.embed_instructions([s])[0] for s in SENTENCES])
+    batched = agent.embed_instructions(SENTENCES)  # padded to the longest sentence
+    np.testing.assert_allclose(alone, batched, atol=1e-5)
+    for layer in (0, 1):
+        alone_l = np.stack([agent.embed_instruction_layers([s])[layer][0] for s in SENTENCES])
+        np.testing.assert_allclose(alone_l, agent.embed_instruction_layers(SENTENCES)[layer], atol=1e-5)
+
+
+def test_unknown_words_are_mapped_and_reported():
+    agent = make_agent()
+    with pytest.warns(UserWarning, match=r"2 unknown word\(s\).*'dog' x1.*'fetch' x1"):
+        e = agent.embed_instructions(["fetch the red dog"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ref = agent.embed_instructions(["<unk> the red <unk>"])
+    np.testing.assert_allclose(e, ref, atol=1e-6)
+    assert np.abs(e).sum() > 0
+
+
+def test_cached_acting_equals_the_training_forward(small_demos):
+    agent = make_agent(AgentConfig(d_hidden=64, channels=16, memory_layers=2), sentences=small_demos.missions)
+    rows = np.arange(8)
+    batches = train.EpisodeBatches(small_demos, agent.vocab, agent.cfg.max_words, rows)
+    b = batches.batch(np.arange(8))
+    with torch.no_grad():
+        full = train._forward(agent, b)
+        instr = agent.instruction(b["ids"])[b["mission"]]
+    T, slot = b["max_len"], b["slot"].numpy()
+    ep, t = slot // T, slot % T
+    state = agent.new_memory_state(8, T + 1)
+    stepped = torch.zeros_like(full)
+    for step in range(T):
+        sel = np.flatnonzero(t == step)
+        images = torch.zeros(8, 7, 7, 3, dtype=torch.uint8)
+        dirs = torch.zeros(8, dtype=torch.long)
+        ins = torch.zeros(8, agent.cfg.d_model)
+        images[ep[sel]], dirs[ep[sel]], ins[ep[sel]] = b["images"][sel], b["directions"][sel], instr[sel]
+        stepped[sel] = agent.act(ins, images, dirs, state)[ep[sel]]
+    torch.testing.assert_close(stepped, full, atol=1e-5, rtol=1e-5)
+
+
+def test_overfits_a_tiny_data_set(small_demos):
+    train_rows = small_demos.episodes.index[small_demos.episodes["level"] == LEVELS[0]].to_numpy()[:16]
+    vocab = Vocabulary.from_sentences(small_demos.missions)
+    torch.manual_seed(0)
+    agent = Agent(vocab, replace(SMALL, d_hidden=64, channels=32))
+    data = train.EpisodeBatches(small_demos, vocab, agent.cfg.max_words, train_rows)
+    opt = torch.optim.AdamW(agent.parameters(), lr=3e-3)
+    b = data.batch(np.arange(len(data)))
+    for _ in range(250):
+        loss = torch.nn.functional.cross_entropy(train._forward(agent, b), b["actions"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    v = train.validate(agent, data)
+    assert v["accuracy"] >= 0.99 and v["loss"] < 0.05
+    assert v["confusion"].sum() == data.n_frames
+
+
+def test_same_seed_same_weights():
+    vocab = Vocabulary.from_sentences(SENTENCES)
+    config.set_seed(5)
+    a = Agent(vocab, SMALL).state_dict()
+    config.set_seed(5)
+    b = Agent(vocab, SMALL).state_dict()
+    config.set_seed(6)
+    c = Agent(vocab, SMALL).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_save_load_round_trip_and_mismatches(tmp_path):
+    agent = make_agent()
+    path = tmp_path / "a.pt"
+    train.save_agent(agent, path, {"note": 1})
+    again = train.load_agent(path, vocab=agent.vocab, agent_config=SMALL)
+    np.testing.assert_array_equal(again.embed_instructions(SENTENCES), agent.embed_instructions(SENTENCES))
+    with pytest.raises(ValueError, match="another vocabulary"):
+        train.load_agent(path, vocab=Vocabulary.from_sentences(["go to the green box"]))
+    with pytest.raises(ValueError, match="another agent configuration.*d_model"):
+        train.load_agent(path, agent_config=replace(SMALL, d_model=64))
+    with pytest.raises(FileNotFoundError, match="02_train_agent"):
+        train.load_agent(tmp_path / "missing.pt")
+
+
+def test_missing_demonstrations_say_how_to_make_them(tmp_path):
+    with pytest.raises(FileNotFoundError, match="01_collect_demos"):
+        train.find_demos(LEVELS, 123, 0, tmp_path)
+
+
+def test_lr_schedule():
+    tc = train.TrainConfig(steps=1000, warmup=100, lr=1e-3)
+    assert train.lr_at(0, tc) == pytest.approx(1e-5)
+    assert train.lr_at(99, tc) == pytest.approx(1e-3)
+    assert train.lr_at(1000, tc) == pytest.approx(5e-5)
+    assert all(train.lr_at(s, tc) >= train.lr_at(s + 1, tc) for s in range(100, 999))
+
+
+def test_train_resume_and_evaluate(small_demos, data_root, monkeypatch):
+    tc = replace(train.quick_config(), steps=40, checkpoint_every=20)
+    args = (LEVELS, 30, 7, SMALL, tc, 0, data_root)
+    run = train.train_agent(*args, final_eval_episodes=6, progress=False)
+    assert (run.path / "agent.pt").exists() and (run.path / "untrained.pt").exists()
+    assert not (run.path / "state.pt").exists()
+    assert run.meta["metrics"]["steps"] == 40
+    greedy = run.success_table()
+    assert list(greedy["level"]) == LEVELS and (greedy["episodes"] == 6).all()
+    assert len(run.episodes) == 6 * len(LEVELS) and (run.episodes["seed"] % 2 == 1).all()
+    untrained_params = dict(run.untrained.named_parameters())
+    assert any(not torch.equal(p, untrained_params[n]) for n, p in run.agent.named_parameters())
+    # cached: a second call loads and does not train
+    again = train.train_agent(*args, final_eval_episodes=6, progress=False)
+    assert again.path == run.path and again.meta == run.meta
+
+    # an interrupted run resumes from its checkpoint and ends with the same weights
+    real_evaluate = train.evaluate
+    monkeypatch.setattr(train, "evaluate", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        train.train_agent(*args, final_eval_episodes=6, force=True, progress=False)
+    state = torch.load(run.path / "state.pt", weights_only=False)
+    assert state["step"] == 20
+    monkeypatch.setattr(train, "evaluate", real_evaluate)
+    (run.path / "agent.pt").unlink()
+    resumed = train.train_agent(*args, final_eval_episodes=6, progress=False)
+    for name, p in run.agent.state_dict().items():
+        torch.testing.assert_close(resumed.agent.state_dict()[name], p, atol=1e-6, rtol=1e-5)

@@ -1,0 +1,117 @@
+"""Stage 4 analysis tables and the stage 5 explorer, on planted structure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from alignnb import analysis, metrics
+from alignnb.encoders import Embeddings
+from alignnb.instructions import SentenceSet
+
+
+@pytest.fixture(scope="module")
+def planted():
+    """An 'agent', a rotated noisy copy (a 'language model'), and an unrelated control."""
+    rng = np.random.default_rng(0)
+    sentences = [f"go to the {c} {o}" for c in ("red", "green", "blue", "purple", "yellow", "grey")
+                 for o in ("ball", "box", "key")]
+    sentences += [f"pick up a {c} {o}" for c in ("red", "green", "blue", "purple", "yellow", "grey")
+                  for o in ("ball", "box", "key")]
+    levels = ["BabyAI-GoToLocal-v0"] * 18 + ["BabyAI-PickupLoc-v0"] * 18
+    sset = SentenceSet(sentences, levels)
+    attrs = sset.attributes
+    onehot = pd.get_dummies(attrs[["verb", "color", "object"]]).to_numpy(float)
+    agent = onehot @ rng.normal(size=(onehot.shape[1], 24)) + 0.3 * rng.normal(size=(36, 24))
+    q, _ = np.linalg.qr(rng.normal(size=(24, 24)))
+    lm = 2 * agent @ q + 0.2 * rng.normal(size=(36, 24))
+    spaces = {"agent": Embeddings("agent", sentences, agent.astype(np.float32)),
+              "smollm2-135m": Embeddings("smollm2-135m", sentences, lm.astype(np.float32)),
+              "agent-untrained": Embeddings("agent-untrained", sentences, rng.normal(size=(36, 16)).astype(np.float32))}
+    layers = Embeddings("smollm2-135m", sentences, np.stack([rng.normal(size=(36, 24)), lm]).astype(np.float32))
+    return sset, spaces, layers
+
+
+def test_pairwise_matrix(planted):
+    _, spaces, _ = planted
+    m = analysis.pairwise_matrix(spaces, "precision", 5)
+    assert np.allclose(m.to_numpy(), m.to_numpy().T) and (np.diag(m) == 1).all()
+    assert m.loc["agent", "smollm2-135m"] > 0.7 > m.loc["agent", "agent-untrained"]
+    assert m.loc["agent", "smollm2-135m"] == metrics.precision_at_k(spaces["agent"].vectors,
+                                                                    spaces["smollm2-135m"].vectors, 5)
+    d = analysis.pairwise_matrix(spaces, "procrustes_disparity")
+    assert (np.diag(d) == 0).all() and d.loc["agent", "smollm2-135m"] < d.loc["agent", "agent-untrained"]
+    with pytest.raises(ValueError, match="metric"):
+        analysis.pairwise_matrix(spaces, "cosine")
+    bad = dict(spaces, other=Embeddings("other", spaces["agent"].sentences[::-1], spaces["agent"].vectors))
+    with pytest.raises(ValueError, match="differ at sentence"):
+        analysis.pairwise_matrix(bad)
+
+
+def test_summary_and_curves(planted):
+    _, spaces, _ = planted
+    s = analysis.summary_table(spaces, "agent", k=5, n_perm=99, n_boot=20).set_index("model")
+    assert list(s.columns) == ["family", "precision_at_5", "ci_low", "ci_high", "null_mean", "p_value",
+                               "procrustes_disparity", "retrieval_top1", "cka"]
+    assert s.loc["smollm2-135m", "p_value"] == pytest.approx(0.01)
+    assert s.loc["smollm2-135m", "family"] == "decoder LLM" and s.loc["agent-untrained", "family"] == "control"
+    assert s.loc["agent-untrained", "null_mean"] == pytest.approx(5 / 35, abs=0.05)
+    assert s.loc["smollm2-135m", "ci_low"] <= s.loc["smollm2-135m", "precision_at_5"] + 0.1
+    c = analysis.precision_vs_k(spaces, "agent", ks=[1, 5, 10], n_perm=30)
+    assert set(c["model"]) == {"smollm2-135m", "agent-untrained"}
+    row = c[(c["model"] == "smollm2-135m") & (c["k"] == 10)].iloc[0]
+    assert row["chance"] == pytest.approx(10 / 35) and row["null_low"] <= row["chance"] + 0.1 < row["precision"]
+
+
+def test_layer_sweep_sensitivity_and_conclusions(planted):
+    sset, spaces, layers = planted
+    sweep = analysis.layer_sweep(layers, spaces["agent"], 5)
+    assert sweep["precision"].iloc[1] > sweep["precision"].iloc[0]
+    others = {k: v for k, v in spaces.items() if k != "agent"}
+    sens = analysis.sensitivity_table(spaces["agent"], others, {("smollm2-135m", "mean"): layers}, sset.levels, k=5,
+                                      ks=(3, 5))
+    assert {"k", "sentences", "pooling", "layer"} <= set(sens["choice"])
+    assert set(sens.loc[sens["choice"] == "sentences", "setting"]) == {"GoToLocal", "PickupLoc", "all levels"}
+    best = sens[(sens["choice"] == "layer") & sens["setting"].str.startswith("best")]
+    assert best["setting"].iloc[0].startswith("best (1 of 1")
+    concl = analysis.robust_conclusions(sens)
+    row = concl[concl["comparison"] == "smollm2-135m > control agent-untrained"].iloc[0]
+    assert row["survives_every_choice"] and row["holds_in"] == row["settings"] >= 5
+
+
+def test_neighbour_attribute_share(planted):
+    sset, spaces, _ = planted
+    attrs = sset.attributes
+    verb_space = Embeddings("v", sset.sentences, np.array([[1.0, 0.01 * i] if s.startswith("go") else [0.01 * i, 1.0]
+                                                           for i, s in enumerate(sset.sentences)]))
+    share = analysis.neighbour_attribute_share(verb_space, attrs, k=5).set_index("attribute")
+    assert share.loc["verb", "share"] == 1.0
+    assert share.loc["verb", "chance"] == pytest.approx(17 / 35)
+    assert share.loc["color", "chance"] == pytest.approx(5 / 35)
+
+
+def test_explorer_callbacks_update_outputs(planted):
+    pytest.importorskip("ipywidgets")
+    from alignnb.widgets import Explorer
+
+    _, spaces, _ = planted
+    ex = Explorer(spaces, "agent", "smollm2-135m", k=5, n_perm=20)
+    first = ex.score_html.value
+    assert "precision@5" in first and "agent" in first
+    ex.k.value = 3  # a callback, as a click on the slider would fire it
+    assert "precision@3" in ex.score_html.value and ex.score_html.value != first
+    table = ex.neighbours()
+    assert len(table) == 3
+    knn_a, knn_b = ex.knn("agent", 3)[0], ex.knn("smollm2-135m", 3)[0]
+    assert table["shared_agent"].sum() == len(set(knn_a) & set(knn_b))
+    ex.sentence.value = ex.sentences[7]
+    assert ex.sentences[7] in ex.neighbours_html.value
+    ex.metric.value = "cka"
+    assert "CKA" in ex.score_html.value
+    png = bytes(ex.heatmap_png.value)
+    ex.model_b.value = "agent-untrained"
+    assert "agent-untrained" in ex.score_html.value
+    assert bytes(ex.heatmap_png.value).startswith(b"\x89PNG") and bytes(ex.heatmap_png.value) != png  # outline moved
+    fig = ex.static()
+    assert len(fig.axes) == 2

@@ -1,0 +1,180 @@
+"""Stage 3: the registry, loading paths, pooling and the embedding cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from alignnb import encoders
+from alignnb.encoders import ModelSpec
+
+SENTENCES = ["go to the red ball", "pick up a key", "put the blue box next to the grey key on your left",
+             "open the door", "go to a ball"]
+WORDS = sorted({w for s in SENTENCES for w in s.split()} | {"green", "purple"})
+
+
+def word_tokenizer(kind: str):
+    """A tiny word-level fast tokenizer: BERT-style ([CLS] .. [SEP]), decoder (<s> ..) or CLIP (.. </s>)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<unk>", "<s>", "</s>", "[CLS]", "[SEP]"]
+    vocab = {w: i for i, w in enumerate(specials + WORDS)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    template = {"bert": "[CLS] $A [SEP]", "decoder": "<s> $A", "clip": "<s> $A </s>"}[kind]
+    tok.post_processor = processors.TemplateProcessing(
+        single=template, special_tokens=[(t, vocab[t]) for t in specials if t in template])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<s>",
+                                   eos_token="</s>", cls_token="[CLS]", sep_token="[SEP]")
+
+
+def tiny(kind: str):
+    """(config-built random model, tokenizer kind, arch) for each supported family."""
+    import transformers as tf
+
+    v = 6 + len(WORDS)
+    common = dict(vocab_size=v, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+    if kind == "llama":
+        return tf.LlamaModel(tf.LlamaConfig(**common, num_key_value_heads=2, bos_token_id=2, eos_token_id=3,
+                                            pad_token_id=0)), "decoder", "auto"
+    if kind == "qwen2":
+        return tf.Qwen2Model(tf.Qwen2Config(**common, num_key_value_heads=2, bos_token_id=2, eos_token_id=3,
+                                            pad_token_id=0)), "decoder", "auto"
+    if kind == "gemma3":
+        return tf.Gemma3TextModel(tf.Gemma3TextConfig(**common, num_key_value_heads=2, head_dim=8, bos_token_id=2,
+                                                      eos_token_id=3, pad_token_id=0, sliding_window=64)), "decoder", "auto"
+    if kind == "bert":
+        return tf.BertModel(tf.BertConfig(**common, pad_token_id=0)), "bert", "auto"
+    if kind == "clip":
+        text = dict(vocab_size=v, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                    eos_token_id=3, bos_token_id=2, pad_token_id=0)
+        vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                      image_size=32, patch_size=16)
+        return tf.CLIPModel(tf.CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)), "clip", "clip"
+    if kind == "blip":
+        text = dict(vocab_size=v, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                    encoder_hidden_size=32, pad_token_id=0, bos_token_id=2, sep_token_id=5)
+        vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                      image_size=32, patch_size=16)
+        return tf.BlipForImageTextRetrieval(tf.BlipConfig(text_config=text, vision_config=vision,
+                                                          image_text_hidden_size=16)), "bert", "blip"
+    raise ValueError(kind)
+
+
+FAMILIES = {"llama": ("mean", "last"), "qwen2": ("mean", "last"), "gemma3": ("mean", "last"),
+            "bert": ("mean", "cls", "last"), "clip": ("proj", "mean", "last"), "blip": ("proj", "cls", "mean")}
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    import torch
+
+    out = {}
+    for kind in FAMILIES:
+        torch.manual_seed(0)
+        model, tok_kind, arch = tiny(kind)
+        folder = tmp_path_factory.mktemp(kind)
+        model.save_pretrained(folder)
+        word_tokenizer(tok_kind).save_pretrained(folder)
+        out[kind] = ModelSpec(f"tiny-{kind}", "decoder LLM" if tok_kind == "decoder" else "encoder LM", "hf",
+                              str(folder), arch=arch, pooling=FAMILIES[kind][0],
+                              skip_bos_in_mean=tok_kind == "decoder")
+    return out
+
+
+@pytest.mark.parametrize("kind", list(FAMILIES))
+def test_tiny_model_loads_and_padding_does_not_change_embeddings(kind, tiny_models):
+    spec = tiny_models[kind]
+    for pooling in FAMILIES[kind]:
+        batched = encoders.embed_hf(spec, SENTENCES, pooling, "last", batch_size=8, progress=False)
+        alone = np.stack([encoders.embed_hf(spec, [s], pooling, "last", progress=False)[0] for s in SENTENCES])
+        assert batched.shape[0] == len(SENTENCES) and np.isfinite(batched).all()
+        np.testing.assert_allclose(batched, alone, atol=1e-5, err_msg=f"{kind} {pooling}")
+        assert not np.allclose(batched[0], batched[1])  # sentences differ
+    if "proj" not in FAMILIES[kind][:1]:
+        layers = encoders.embed_hf(spec, SENTENCES, FAMILIES[kind][0], "all", progress=False)
+        assert layers.shape[0] == 3  # embeddings + 2 layers
+        np.testing.assert_allclose(layers[-1], encoders.embed_hf(spec, SENTENCES, FAMILIES[kind][0], "last",
+                                                                 progress=False), atol=1e-6)
+
+
+def test_pooling_definitions():
+    import torch
+
+    h = torch.arange(24, dtype=torch.float32).view(2, 3, 4)
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    torch.testing.assert_close(encoders.pool(h, mask, "mean")[0], h[0, :2].mean(0))
+    torch.testing.assert_close(encoders.pool(h, mask, "mean", skip_first=True)[0], h[0, 1])
+    torch.testing.assert_close(encoders.pool(h, mask, "last"), torch.stack([h[0, 1], h[1, 2]]))
+    torch.testing.assert_close(encoders.pool(h, mask, "cls"), h[:, 0])
+    with pytest.raises(ValueError, match="not a token pooling"):
+        encoders.pool(h, mask, "proj")
+
+
+def test_cache_hits_and_misses(tiny_models, tmp_path, monkeypatch):
+    spec = tiny_models["llama"]
+    calls = []
+    real = encoders.embed_hf
+    monkeypatch.setattr(encoders, "embed_hf", lambda *a, **k: calls.append(a[2:4]) or real(*a, **k))
+    e1 = encoders.embed(spec, SENTENCES, data_dir=tmp_path, progress=False)
+    e2 = encoders.embed(spec, SENTENCES, data_dir=tmp_path, progress=False)
+    assert len(calls) == 1 and np.array_equal(e1.vectors, e2.vectors) and e2.sentences == SENTENCES
+    encoders.embed(spec, SENTENCES, pooling="last", data_dir=tmp_path, progress=False)  # pooling
+    encoders.embed(spec, SENTENCES, layer=1, data_dir=tmp_path, progress=False)  # layer
+    encoders.embed(spec, SENTENCES[::-1], data_dir=tmp_path, progress=False)  # sentence order
+    encoders.embed(spec, SENTENCES, data_dir=tmp_path, force=True, progress=False)  # forced
+    assert len(calls) == 5
+    # new weights (another file size) -> another weight identity -> miss
+    from pathlib import Path
+
+    (Path(spec.location) / "extra.json").write_text("{}")
+    encoders.embed(spec, SENTENCES, data_dir=tmp_path, progress=False)
+    assert len(calls) == 6
+    (Path(spec.location) / "extra.json").unlink()
+    with pytest.raises(FileNotFoundError, match="03_extract_embeddings"):
+        encoders.embed(spec, ["a new sentence"], data_dir=tmp_path, must_exist=True, progress=False)
+    assert not list(tmp_path.glob("embeddings/.*tmp"))
+
+
+def test_registry_and_unavailable_models(tmp_path):
+    assert set(encoders.profile_models("offline")) <= set(encoders.REGISTRY)
+    with pytest.raises(KeyError, match="smollm2-135m"):
+        encoders.get_spec("smollm2-135")
+    with pytest.raises(ValueError, match="already registered"):
+        encoders.register_model(encoders.get_spec("agent"))
+    with pytest.raises(ValueError, match="family"):
+        ModelSpec("x", "robot", "hf")
+    hub = encoders.get_spec("bert-base")  # no network here: reported, not substituted
+    done, layers, skipped = encoders.study_embeddings(["bag-of-attributes", "bert-base"], SENTENCES,
+                                                      data_dir=tmp_path, progress=False)
+    assert list(done) == ["bag-of-attributes"] and "bert-base" in skipped and "hub" in skipped["bert-base"]
+    assert hub.paper_family == "BERT"
+    missing = ModelSpec("nowhere", "decoder LLM", "gguf", "no_such_package_xyz:model.gguf")
+    with pytest.raises(encoders.ModelUnavailable, match="not installed"):
+        encoders.embed(missing, SENTENCES, data_dir=tmp_path)
+
+
+def test_embeddings_round_trip_and_sentence_checks(tmp_path):
+    e = encoders.Embeddings("m", SENTENCES, np.ones((5, 3), np.float32), {"a": 1})
+    e.save(tmp_path / "e.npz")
+    f = encoders.Embeddings.load(tmp_path / "e.npz")
+    assert f.sentences == SENTENCES and f.meta == {"a": 1} and np.array_equal(f.vectors, e.vectors)
+    with pytest.raises(ValueError, match="differ at sentence 0"):
+        encoders.check_same_sentences(e, encoders.Embeddings("n", SENTENCES[::-1], e.vectors))
+    with pytest.raises(ValueError, match="5 sentences"):
+        encoders.check_same_sentences(e, encoders.Embeddings("n", SENTENCES[:4], e.vectors[:4]))
+    with pytest.raises(ValueError, match="vectors for"):
+        encoders.Embeddings("m", SENTENCES, np.ones((4, 3)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key,dim", [("minilm-l6", 384), ("smollm2-135m", 576)])
+def test_real_offline_models(key, dim, data_root):
+    try:
+        e = encoders.embed(key, SENTENCES, data_dir=data_root, progress=False)
+    except encoders.ModelUnavailable as exc:  # pragma: no cover - make test installs the packs
+        pytest.fail(f"offline model pack missing: {exc}")
+    assert e.vectors.shape == (len(SENTENCES), dim) and np.isfinite(e.vectors).all()
+    sim = e.vectors @ e.vectors.T / np.outer(*(2 * [np.linalg.norm(e.vectors, axis=1)]))
+    assert sim[0, 4] > sim[0, 2]  # "go to the red ball" is nearer "go to a ball" than the put-next sentence

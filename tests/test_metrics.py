@@ -1,0 +1,135 @@
+"""Stage 4 metrics against their definitions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial import procrustes as scipy_procrustes
+from scipy.stats import ortho_group
+
+from alignnb import metrics
+
+
+def brute_precision(A, B, k):
+    """The definition, literally: cosine, self excluded, dense masks (platonic-rep mutual_knn)."""
+    def knn(X):
+        U = X / np.linalg.norm(X, axis=1, keepdims=True)
+        S = U @ U.T
+        np.fill_diagonal(S, -np.inf)
+        return np.argsort(-S, axis=1, kind="stable")[:, :k]
+
+    n = len(A)
+    ma, mb = np.zeros((n, n)), np.zeros((n, n))
+    rows = np.arange(n)[:, None]
+    ma[rows, knn(A)] = 1
+    mb[rows, knn(B)] = 1
+    return float(((ma * mb).sum(1) / k).mean())
+
+
+@pytest.mark.parametrize("n,k,da,db", [(30, 1, 5, 7), (60, 5, 16, 3), (200, 15, 32, 64), (101, 30, 8, 8)])
+def test_precision_equals_brute_force(n, k, da, db):
+    rng = np.random.default_rng(n + k)
+    A = rng.normal(size=(n, da))
+    B = A[:, :min(da, db)] @ rng.normal(size=(min(da, db), db)) + 0.5 * rng.normal(size=(n, db))
+    assert metrics.precision_at_k(A, B, k) == pytest.approx(brute_precision(A, B, k), abs=1e-12)
+    assert metrics.precision_at_k(A, B, k, chunk=7) == metrics.precision_at_k(A, B, k)
+
+
+def test_identical_and_invariances():
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(150, 20))
+    Q = ortho_group.rvs(20, random_state=1)
+    assert metrics.precision_at_k(A, A, 10) == 1.0
+    assert metrics.precision_at_k(A, 3.5 * A @ Q, 10) == 1.0
+    assert metrics.precision_at_k(A, A * rng.uniform(0.1, 10, size=(150, 1)), 10) == 1.0  # cosine: per-row scale
+    assert metrics.procrustes_disparity(A, A) == pytest.approx(0, abs=1e-12)
+    assert metrics.procrustes_disparity(A, 2 * A @ Q + 1.0) == pytest.approx(0, abs=1e-10)
+    assert metrics.cka(A, 7 * A @ Q) == pytest.approx(1, abs=1e-10)
+    assert metrics.cka(A, A @ Q, unbiased=True) == pytest.approx(1, abs=1e-10)
+    assert metrics.rsa(A, 2 * A @ Q) == pytest.approx(1, abs=1e-10)
+
+
+def test_random_spaces_give_chance_precision():
+    rng = np.random.default_rng(3)
+    n, k = 2000, 15
+    vals = [metrics.precision_at_k(rng.normal(size=(n, 32)), rng.normal(size=(n, 32)), k) for _ in range(3)]
+    chance = metrics.chance_precision(n, k)
+    assert np.mean(vals) == pytest.approx(chance, rel=0.15)
+
+
+def test_ties_are_broken_by_lower_index():
+    X = np.array([[1.0, 0], [1, 0], [1, 0], [0, 1], [1, 0]])
+    # rows 0, 1, 2, 4 are identical: each one's neighbours are the others, lowest index first
+    assert metrics.knn_indices(X, 3).tolist()[0] == [1, 2, 4]
+    assert metrics.knn_indices(X, 2).tolist()[4] == [0, 1]
+    onehot = np.eye(6)[[0, 0, 1, 1, 2, 2, 3, 3, 4, 5]]
+    assert metrics.precision_at_k(onehot, onehot + 0, 4) == 1.0
+    np.testing.assert_array_equal(metrics.knn_indices(onehot, 4)[:, :2], metrics.knn_indices(onehot, 2))
+
+
+def test_procrustes_matches_scipy_and_recovers_a_rotation():
+    rng = np.random.default_rng(5)
+    A = rng.normal(size=(120, 10))
+    Q = ortho_group.rvs(10, random_state=2)
+    B = 0.3 * A @ Q + 0.05 * rng.normal(size=A.shape)
+    ours = metrics.procrustes_disparity(A, B)
+    assert ours == pytest.approx(scipy_procrustes(A, B)[2], rel=1e-9)
+    assert ours == pytest.approx(scipy_procrustes(B, A)[2], rel=1e-9)
+    res = metrics.procrustes(A, B, n_splits=4, seed=0)
+    assert res.disparity == pytest.approx(ours)
+    assert res.retrieval_top1 == 1.0 and res.retrieval_top5 == 1.0
+    assert res.chance_top1 == pytest.approx(1 / 30)
+    # unrelated spaces: retrieval near chance, disparity large
+    C = rng.normal(size=(120, 10))
+    bad = metrics.procrustes(A, C, n_splits=4, seed=0)
+    assert bad.retrieval_top1 < 0.2 and bad.disparity > 0.5
+    # different dimensions go through PCA to the common dimension
+    D = np.hstack([A @ Q, np.zeros((120, 6))])
+    assert metrics.procrustes_disparity(A, D) == pytest.approx(0, abs=1e-9)
+
+
+def test_cka_values():
+    rng = np.random.default_rng(7)
+    A, C = rng.normal(size=(300, 20)), rng.normal(size=(300, 20))
+    assert 0 < metrics.cka(A, C) < 0.2
+    assert abs(metrics.cka(A, C, unbiased=True)) < 0.05
+    assert metrics.cka(A, C) == pytest.approx(metrics.cka(C, A))
+
+
+def test_permutation_null_and_intervals():
+    rng = np.random.default_rng(11)
+    A = rng.normal(size=(200, 16))
+    B = A + 0.3 * rng.normal(size=A.shape)
+    fast = metrics.permutation_null(metrics.precision_at_k, A, B, n_perm=50, seed=1, k=10)
+    slow = metrics.permutation_null(lambda a, b, k: metrics.precision_at_k(a, b, k), A, B, n_perm=50, seed=1, k=10)
+    np.testing.assert_allclose(fast.null, slow.null, atol=1e-12)  # relabelling == recomputing
+    assert fast.p_value == pytest.approx(1 / 51)
+    assert fast.null_mean == pytest.approx(metrics.chance_precision(200, 10), rel=0.3)
+    ci = metrics.bootstrap_ci(metrics.precision_at_k, A, B, n_boot=40, seed=0, k=10)
+    assert ci.low <= ci.high and ci.low < fast.observed + 0.2
+    C = rng.normal(size=(200, 16))
+    assert metrics.permutation_null(metrics.cka, A, C, n_perm=30, seed=0).p_value > 0.05
+
+
+def test_bad_input_is_explained():
+    A = np.zeros((10, 4)) + np.arange(4)
+    A[:, 0] = np.arange(10)
+    with pytest.raises(ValueError, match="smaller than the number of sentences"):
+        metrics.precision_at_k(A, A, 10)
+    with pytest.raises(ValueError, match="same sentences"):
+        metrics.precision_at_k(A, A[:9], 3)
+    bad = A.copy()
+    bad[2, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        metrics.cka(A, bad)
+    bad[2, 1] = np.inf
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        metrics.precision_at_k(bad, A, 3)
+    with pytest.raises(ValueError, match="2-D"):
+        metrics.rsa(A[0], A[0])
+    with pytest.raises(ValueError, match="positive integer"):
+        metrics.precision_at_k(A, A, 0)
+    z = A.copy()
+    z[3] = 0
+    with pytest.raises(ValueError, match="zero vector"):
+        metrics.precision_at_k(z, A, 3)
