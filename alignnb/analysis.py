@@ -111,8 +111,8 @@ def summary_table(spaces: Mapping[str, Embeddings], reference: str = "agent", k:
                   n_boot: int = 200, seed: int = 0) -> pd.DataFrame:
     """The headline table: one row per model compared with ``reference``.
 
-    Columns: model, family, precision_at_{k}, ci_low, ci_high (95% subsampling interval, 80% of
-    sentences), null_mean, p_value (permutation test), procrustes_disparity, retrieval_top1
+    Columns: model, family, precision_at_{k}, ci_low, ci_high (95% bootstrap interval over the
+    query sentences, neighbours among all sentences), null_mean, p_value (permutation test), procrustes_disparity, retrieval_top1
     (5-fold cross-validated), cka (linear).
     """
     keys = _check_all(spaces)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -127,17 +128,43 @@ PROFILES: dict[str, list[str]] = {
 }
 
 
+#: Prefixes of an ad-hoc model reference "<kind>:<hub id or folder>", usable wherever a key is.
+ADHOC_KINDS = {
+    "decoder": dict(family="decoder LLM", pooling="mean", skip_bos_in_mean=True),
+    "encoder": dict(family="encoder LM", pooling="mean"),
+    "clip": dict(family="VLM text tower", arch="clip", pooling="proj"),
+    "blip": dict(family="VLM text tower", arch="blip", pooling="proj"),
+}
+
+
+def adhoc_spec(ref: str) -> ModelSpec:
+    """The spec of an unregistered model named as ``"<kind>:<hub id or folder>"``.
+
+    ``kind`` is decoder, encoder, clip or blip and sets family, architecture and default
+    pooling, e.g. ``"decoder:Qwen/Qwen2.5-0.5B"`` or ``"encoder:/models/bert-base-uncased"``.
+    This lets a papermill run (``-p models '["encoder:/models/bert"]'``) add a model that is
+    not in the registry; ``register_model`` is the way to set every field.
+    """
+    kind, sep, location = ref.partition(":")
+    if not sep or kind not in ADHOC_KINDS or not location:
+        raise KeyError(f"{ref!r} is not '<kind>:<hub id or folder>' with kind one of {sorted(ADHOC_KINDS)}")
+    return ModelSpec(ref, source="hf", location=location, **ADHOC_KINDS[kind])
+
+
 def get_spec(model: str | ModelSpec) -> ModelSpec:
-    """The registered spec of ``model`` (or the spec itself), with a helpful error for unknown keys."""
+    """The registered spec of ``model`` (or the spec itself, or an ad-hoc "<kind>:<id>" reference)."""
     if isinstance(model, ModelSpec):
         return model
+    if model not in REGISTRY and model.partition(":")[0] in ADHOC_KINDS:
+        return adhoc_spec(model)
     if model not in REGISTRY:
         import difflib
 
         close = difflib.get_close_matches(model, list(REGISTRY), n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise KeyError(f"unknown model {model!r}.{hint} Registered: {sorted(REGISTRY)}; "
-                       "add one with alignnb.encoders.register_model(ModelSpec(...)).")
+                       "add one with alignnb.encoders.register_model(ModelSpec(...)), or name it "
+                       f"ad hoc as '<kind>:<hub id or folder>' with kind one of {sorted(ADHOC_KINDS)}.")
     return REGISTRY[model]
 
 
@@ -467,7 +494,8 @@ def embed(model: str | ModelSpec, sentences: Any, pooling: str | None = None, la
         weights = weights_identity(spec, data_dir)
     key = io.cache_key({"format": FORMAT_VERSION, "model": asdict(spec), "weights": weights, "pooling": pooling,
                         "layer": layer, "sentences": io.cache_key({"s": sentence_list})})
-    path = config.data_dir(data_dir) / "embeddings" / f"{spec.key}-{key}.npz"
+    safe_name = re.sub(r"[^A-Za-z0-9._-]+", "_", spec.key).strip("_")[-60:]  # ad-hoc keys hold '/' and ':'
+    path = config.data_dir(data_dir) / "embeddings" / f"{safe_name}-{key}.npz"
     if path.exists() and not force:
         return Embeddings.load(path)
     if must_exist:

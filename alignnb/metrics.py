@@ -284,7 +284,7 @@ def rsa(A, B) -> float:
 
 
 # --------------------------------------------------------------------------------------
-# statistics: permutation null and subsampling confidence intervals
+# statistics: permutation null and resampling confidence intervals
 # --------------------------------------------------------------------------------------
 
 
@@ -335,23 +335,45 @@ class IntervalResult:
 
 
 def bootstrap_ci(metric: Callable, A, B, n_boot: int = 200, seed: int = 0, level: float = 0.95,
-                 fraction: float = 0.8, replace: bool = False, **kwargs) -> IntervalResult:
-    """Percentile interval of ``metric`` over resampled sentence sets.
+                 method: str = "auto", fraction: float = 0.8, **kwargs) -> IntervalResult:
+    """Percentile interval of ``metric`` under resampling of the sentences.
 
-    By default sentences are *subsampled* without replacement (``fraction`` of them): a
-    bootstrap with replacement would duplicate sentences, and a duplicate is its own nearest
-    neighbour, which inflates k-NN metrics. ``replace=True`` gives the classic bootstrap.
+    ``method``:
+
+    - ``"queries"`` (the default for ``precision_at_k``): neighbours are found among *all*
+      sentences once; the per-sentence overlaps |NN_A(i) ∩ NN_B(i)| / k are resampled with
+      replacement and averaged. The interval is about which sentences are asked about, for
+      the same statistic as the estimate, so it contains the estimate.
+    - ``"subsample"`` (the default otherwise): the metric is recomputed on random subsets of
+      ``fraction`` of the sentences, without replacement. For k-NN metrics this is a different
+      statistic (k neighbours among fewer candidates), so the interval need not contain the
+      estimate; it is offered for metrics without a per-sentence decomposition.
+    - ``"bootstrap"``: the metric recomputed on sentences drawn with replacement (a duplicated
+      sentence is its own nearest neighbour, which inflates k-NN metrics: use with care).
     """
     A, B = check_pair(A, B, kwargs.get("k"))
+    if method == "auto":
+        method = "queries" if metric is precision_at_k else "subsample"
+    if method not in ("queries", "subsample", "bootstrap"):
+        raise ValueError(f"unknown method {method!r}: use 'queries', 'subsample' or 'bootstrap'")
     rng = np.random.default_rng(seed)
     n = len(A)
-    m = n if replace else max(int(round(fraction * n)), 3)
-    if "k" in kwargs and kwargs["k"] >= m:
-        raise ValueError(f"k={kwargs['k']} is too large for subsamples of {m} sentences")
-    samples = np.empty(n_boot)
-    for i in range(n_boot):
-        idx = rng.choice(n, size=m, replace=replace)
-        samples[i] = metric(A[idx], B[idx], **kwargs)
     alpha = (1 - level) / 2
-    return IntervalResult(float(metric(A, B, **kwargs)), float(np.quantile(samples, alpha)),
-                          float(np.quantile(samples, 1 - alpha)), samples)
+    if method == "queries":
+        if metric is not precision_at_k:
+            raise ValueError("method='queries' needs a per-sentence score: it is defined for precision_at_k only")
+        k = kwargs.get("k", 15)
+        per_sentence = overlap_from_knn(knn_indices(A, k), knn_indices(B, k))
+        samples = per_sentence[rng.integers(0, n, size=(n_boot, n))].mean(1)
+        estimate = float(per_sentence.mean())
+    else:
+        m = n if method == "bootstrap" else max(int(round(fraction * n)), 3)
+        if "k" in kwargs and kwargs["k"] >= m:
+            raise ValueError(f"k={kwargs['k']} is too large for subsamples of {m} sentences")
+        samples = np.empty(n_boot)
+        for i in range(n_boot):
+            idx = rng.choice(n, size=m, replace=method == "bootstrap")
+            samples[i] = metric(A[idx], B[idx], **kwargs)
+        estimate = float(metric(A, B, **kwargs))
+    return IntervalResult(estimate, float(np.quantile(samples, alpha)), float(np.quantile(samples, 1 - alpha)),
+                          samples)

@@ -236,6 +236,30 @@ def family_color(key: str) -> str:
     return FAMILY_COLORS.get(family_of(key), "#000000")
 
 
+_SHADES = (0.0, 0.45, -0.4, 0.7, -0.65)  # >0 lighter, <0 darker
+_MARKERS = ("o", "s", "^", "D", "v")
+
+
+def model_styles(keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """A colour and marker per model: the family's hue, a different shade and marker within a family.
+
+    Models of one family stay recognisable as a family yet are told apart in line plots.
+    """
+    from matplotlib.colors import to_rgb
+
+    from .analysis import family_of
+
+    seen: dict[str, int] = {}
+    styles = {}
+    for key in dict.fromkeys(keys):
+        j = seen[family_of(key)] = seen.get(family_of(key), -1) + 1
+        rgb = np.array(to_rgb(family_color(key)))
+        t = _SHADES[j % len(_SHADES)]
+        rgb = rgb + (1 - rgb) * t if t > 0 else rgb * (1 + t)
+        styles[key] = {"color": tuple(float(c) for c in rgb), "marker": _MARKERS[j % len(_MARKERS)]}
+    return styles
+
+
 def embedding_sanity(spaces: Mapping[str, Any]) -> tuple[plt.Figure, np.ndarray]:
     """Per model: distribution of vector norms (relative to the median) and of pairwise cosine similarity."""
     keys = list(spaces)
@@ -273,7 +297,8 @@ def precision_heatmap(matrix: pd.DataFrame, k: int = 15, title: str | None = Non
     colors = pd.Series([family_color(k_) for k_ in matrix.index], index=matrix.index, name="family")
     g = sns.clustermap(matrix, row_linkage=link, col_linkage=link, row_colors=colors, annot=True, fmt=".2f",
                        cmap="viridis", vmin=0, vmax=1, figsize=(1.0 * len(matrix) + 3, 0.9 * len(matrix) + 2.5),
-                       annot_kws={"fontsize": 8}, cbar_kws={"label": f"precision@{k}"}, dendrogram_ratio=0.12)
+                       annot_kws={"fontsize": 8}, dendrogram_ratio=0.12)
+    g.ax_cbar.set_title(f"precision@{k}", fontsize=9, loc="left")  # a side label would collide with the ticks
     g.ax_heatmap.set_xlabel("")
     g.ax_heatmap.set_ylabel("")
     if title:
@@ -284,10 +309,11 @@ def precision_heatmap(matrix: pd.DataFrame, k: int = 15, title: str | None = Non
 def precision_curves(curves: pd.DataFrame, reference: str = "agent") -> tuple[plt.Figure, plt.Axes]:
     """precision@k against k for each model vs the reference, with the 95% permutation-null band."""
     fig, ax = plt.subplots(figsize=(7, 4))
+    styles = model_styles(curves["model"])
     for model, d in curves.groupby("model", sort=False):
-        c = family_color(model)
-        ax.plot(d["k"], d["precision"], color=c, lw=1.8, label=model,
-                ls="--" if d["family"].iloc[0] == "control" else "-")
+        c = styles[model]["color"]
+        ax.plot(d["k"], d["precision"], color=c, lw=1.8, label=model, marker=styles[model]["marker"], ms=3.5,
+                markevery=5, ls="--" if d["family"].iloc[0] == "control" else "-")
         ax.fill_between(d["k"], d["null_low"], d["null_high"], color=c, alpha=0.12, lw=0)
     first = curves[curves["model"] == curves["model"].iloc[0]]
     ax.plot(first["k"], first["chance"], color="black", lw=1, ls=":", label="chance k/(n-1)")
@@ -302,9 +328,10 @@ def precision_curves(curves: pd.DataFrame, reference: str = "agent") -> tuple[pl
 def layer_sweep_plot(sweeps: pd.DataFrame, k: int = 15) -> tuple[plt.Figure, plt.Axes]:
     """precision@k with the agent against relative layer depth, one line per (model, pooling)."""
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    styles = model_styles(sweeps["model"])
     for (model, pooling), d in sweeps.groupby(["model", "pooling"], sort=False):
         depth = d["layer"] / max(d["layer"].max(), 1)
-        ax.plot(depth, d["precision"], "o-", ms=3, color=family_color(model),
+        ax.plot(depth, d["precision"], ms=3.5, color=styles[model]["color"], marker=styles[model]["marker"],
                 ls="-" if pooling == "mean" else "--", label=f"{model} ({pooling})")
     ax.set_xlabel("relative layer depth (0 = input embeddings)")
     ax.set_ylabel(f"precision@{k} with the agent")
@@ -320,10 +347,11 @@ def attribute_shares(shares: pd.DataFrame) -> tuple[plt.Figure, plt.Axes]:
     fig, ax = plt.subplots(figsize=(8, 3.4))
     width = 0.8 / len(models)
     x = np.arange(len(attrs))
+    styles = model_styles(models)
     for i, m in enumerate(models):
         d = shares[shares["model"] == m].set_index("attribute").loc[attrs]
-        ax.bar(x + (i - (len(models) - 1) / 2) * width, d["share"], width, color=family_color(m), label=m,
-               alpha=0.6 + 0.4 * (i % 2))
+        ax.bar(x + (i - (len(models) - 1) / 2) * width, d["share"], width, color=styles[m]["color"], label=m,
+               edgecolor="white", lw=0.4)
     chance = shares.drop_duplicates("attribute").set_index("attribute").loc[attrs, "chance"]
     ax.hlines(chance, x - 0.42, x + 0.42, color="black", ls=":", lw=1, label="random neighbours")
     ax.set_xticks(x, attrs)

@@ -178,3 +178,18 @@ def test_real_offline_models(key, dim, data_root):
     assert e.vectors.shape == (len(SENTENCES), dim) and np.isfinite(e.vectors).all()
     sim = e.vectors @ e.vectors.T / np.outer(*(2 * [np.linalg.norm(e.vectors, axis=1)]))
     assert sim[0, 4] > sim[0, 2]  # "go to the red ball" is nearer "go to a ball" than the put-next sentence
+
+
+def test_adhoc_model_reference_is_the_same_model(tiny_models, tmp_path):
+    spec = tiny_models["bert"]
+    ref = f"encoder:{spec.location}"
+    adhoc = encoders.get_spec(ref)
+    assert adhoc.family == "encoder LM" and adhoc.location == spec.location and adhoc.pooling == "mean"
+    e = encoders.embed(ref, SENTENCES, data_dir=tmp_path, progress=False)
+    assert e.model == ref
+    np.testing.assert_allclose(e.vectors, encoders.embed_hf(spec, SENTENCES, "mean", "last", progress=False), atol=1e-6)
+    (path,) = (tmp_path / "embeddings").glob("*.npz")
+    assert "/" not in path.name.removesuffix(".npz") and ":" not in path.name
+    assert encoders.get_spec(f"clip:{spec.location}").arch == "clip"
+    with pytest.raises(KeyError, match="kind one of"):
+        encoders.adhoc_spec("robot:x")

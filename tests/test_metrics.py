@@ -105,8 +105,16 @@ def test_permutation_null_and_intervals():
     np.testing.assert_allclose(fast.null, slow.null, atol=1e-12)  # relabelling == recomputing
     assert fast.p_value == pytest.approx(1 / 51)
     assert fast.null_mean == pytest.approx(metrics.chance_precision(200, 10), rel=0.3)
-    ci = metrics.bootstrap_ci(metrics.precision_at_k, A, B, n_boot=40, seed=0, k=10)
-    assert ci.low <= ci.high and ci.low < fast.observed + 0.2
+    ci = metrics.bootstrap_ci(metrics.precision_at_k, A, B, n_boot=400, seed=0, k=10)
+    assert ci.estimate == pytest.approx(fast.observed)
+    assert ci.low < ci.estimate < ci.high  # the interval is about the same statistic as the estimate
+    per = metrics.overlap_from_knn(metrics.knn_indices(A, 10), metrics.knn_indices(B, 10))
+    se = per.std(ddof=1) / np.sqrt(len(per))  # normal-theory width for a mean of 200 scores
+    assert ci.high - ci.low == pytest.approx(2 * 1.96 * se, rel=0.25)
+    sub = metrics.bootstrap_ci(metrics.cka, A, B, n_boot=30, seed=0)  # no per-sentence score: subsampling
+    assert sub.low <= sub.high and sub.estimate == pytest.approx(metrics.cka(A, B))
+    with pytest.raises(ValueError, match="precision_at_k only"):
+        metrics.bootstrap_ci(metrics.cka, A, B, method="queries")
     C = rng.normal(size=(200, 16))
     assert metrics.permutation_null(metrics.cka, A, C, n_perm=30, seed=0).p_value > 0.05
 
