@@ -62,7 +62,7 @@ def _unit_rows(X: np.ndarray, name: str = "X") -> np.ndarray:
     norms = np.linalg.norm(X, axis=1, keepdims=True)
     if (norms == 0).any():
         raise ValueError(f"{name} has {int((norms == 0).sum())} zero vector(s): cosine similarity is undefined")
-    return (X / norms).astype(np.float32)
+    return np.divide(X, norms, dtype=np.float32)  # one float32 copy, no float64 temporary
 
 
 # --------------------------------------------------------------------------------------
