@@ -1,5 +1,5 @@
-"""The agent: a transformer instruction encoder, a FiLM-conditioned observation encoder, a
-recurrent memory and a policy head over minigrid's 7 actions.
+"""The agent: a transformer instruction encoder, a FiLM-conditioned observation encoder, an
+episode memory (a causal transformer) and a policy head over minigrid's 7 actions.
 
     instruction --words--> token embeddings --transformer encoder--> mean over words
                 --linear--> instruction embedding  e  (the "action-grounded" sentence vector)

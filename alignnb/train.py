@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ class TrainConfig:
     eval_every: int = 2000  # steps between success-rate evaluations during training
     eval_episodes: int = 100  # episodes per level at those evaluations
     checkpoint_every: int = 500  # steps between resumable checkpoints
-    max_minutes: float = 30.0  # stop early after this long (0 = no limit)
+    max_minutes: float = 0.0  # stop early after this long (0 = no limit); such a run is flagged and warned about
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -322,6 +323,38 @@ def load_trained(levels, episodes_per_level: int, demo_seed: int, agent_config: 
                         pd.read_csv(path / "history.csv"), io.read_json(path / "meta.json"), episodes)
 
 
+#: Seed offset of the replicate agent: the same recipe, data and configuration, initial seed + 1.
+REPLICATE_OFFSET = 1
+
+
+def _replicate_args(run_path: str | os.PathLike) -> dict[str, Any]:
+    run_path = Path(run_path)
+    meta = io.read_json(run_path / "meta.json")
+    p = meta["params"]
+    return dict(levels=p["levels"], episodes_per_level=p["episodes_per_level"], demo_seed=p["demo_seed"],
+                agent_config=AgentConfig(**p["agent"]),
+                train_config=TrainConfig(**{**p["train"], "max_minutes": 0.0}),  # the recipe is its steps
+                seed=p["seed"] + REPLICATE_OFFSET, data_dir=run_path.parents[1])
+
+
+def replicate_dir(run_path: str | os.PathLike) -> Path:
+    """Folder of the replicate of the run at ``run_path``: the same demonstrations, agent and
+    training configuration, trained from another initial seed (it may not exist yet).
+
+    Two replicates show how far training alone moves the instruction space: their
+    precision@k is the ceiling against which an agent-vs-language-model score is read.
+    """
+    return agent_dir(**_replicate_args(run_path))
+
+
+def train_replicate(run: TrainedAgent, final_eval_episodes: int | None = None, progress: bool = True) -> TrainedAgent:
+    """Train (or load from the cache) the replicate of ``run``; see :func:`replicate_dir`."""
+    args = _replicate_args(run.path)
+    if final_eval_episodes is None:
+        final_eval_episodes = run.meta["params"].get("final_eval_episodes", 500)
+    return train_agent(**args, final_eval_episodes=final_eval_episodes, progress=progress)
+
+
 # --------------------------------------------------------------------------------------
 # training
 # --------------------------------------------------------------------------------------
@@ -381,7 +414,7 @@ def train_agent(
 ) -> TrainedAgent:
     """Behavioral cloning on the stage-1 demonstrations; cached, resumable, seeded.
 
-    Cross-entropy on the bot's actions over whole episodes (the GRU sees each episode from
+    Cross-entropy on the bot's actions over whole episodes (the memory sees each episode from
     its start), AdamW, warm-up + cosine schedule, gradient clipping. Validation loss on
     held-out episodes and success rates on fresh seeds are logged to ``history.csv``.
     """
@@ -420,6 +453,7 @@ def train_agent(
 
     agent.train()
     t_start = time.perf_counter() - seconds
+    seconds_before = seconds  # training time of an interrupted earlier session (0 for a fresh run)
     bar = tqdm(total=tc.steps, initial=step, desc="behavioral cloning", unit="step", disable=not progress)
     running, frames_seen = None, 0
     while step < tc.steps:
@@ -458,6 +492,10 @@ def train_agent(
                             "seconds": seconds}, f)
     bar.close()
     train_seconds = time.perf_counter() - t_start
+    if step < tc.steps:  # the time limit, which depends on the machine, cut the recipe short
+        warnings.warn(f"training stopped by max_minutes={tc.max_minutes} at step {step} of {tc.steps}: this agent "
+                      "is not the configured recipe (its metrics say stopped_early); rerun with force=True and "
+                      "max_minutes=0 for the full run", RuntimeWarning, stacklevel=2)
 
     t_eval = time.perf_counter()
     greedy, per_episode = evaluate(agent, levels, final_eval_episodes, seed=seed, greedy=True, progress=progress)
@@ -470,8 +508,9 @@ def train_agent(
         "greedy": greedy.to_dict("records"), "sampled": sampled.to_dict("records"),
         "val_loss": val["loss"], "val_accuracy": val["accuracy"], "confusion": val["confusion"].tolist(),
         "steps": step, "train_seconds": round(train_seconds, 1), "eval_seconds": round(time.perf_counter() - t_eval, 1),
-        "frames_per_second": round(frames_seen / max(train_seconds - (seconds - train_seconds), 1e-9), 1),
+        "frames_per_second": round(frames_seen / max(train_seconds - seconds_before, 1e-9), 1),  # this session
         "parameters": count_parameters(agent), "train_episodes": len(train_set), "val_episodes": len(val_rows),
+        "stopped_early": step < tc.steps,
     }
     meta = {"params": {"levels": levels, "episodes_per_level": episodes_per_level, "demo_seed": demo_seed,
                        "seed": seed, "agent": ac.to_dict(), "train": tc.to_dict(),

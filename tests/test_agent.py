@@ -164,3 +164,23 @@ def test_train_resume_and_evaluate(small_demos, data_root, monkeypatch):
     resumed = train.train_agent(*args, final_eval_episodes=6, progress=False)
     for name, p in run.agent.state_dict().items():
         torch.testing.assert_close(resumed.agent.state_dict()[name], p, atol=1e-6, rtol=1e-5)
+
+
+def test_replicate_is_the_same_recipe_from_the_next_seed(small_demos, data_root, tmp_path):
+    from alignnb import encoders
+
+    tc = replace(train.quick_config(), steps=20)
+    run = train.train_agent(LEVELS, 30, 7, SMALL, tc, 0, data_root, final_eval_episodes=2, progress=False)
+    sentences = list(small_demos.missions[:12])
+    # before it exists, the replicate is skipped with a reason, never replaced by the agent itself
+    done, _, skipped = encoders.study_embeddings(["agent", "agent-replicate"], sentences, agent_run=run.path,
+                                                 data_dir=tmp_path, progress=False)
+    assert list(done) == ["agent"] and "replicate = True" in skipped["agent-replicate"]
+    twin = train.train_replicate(run, progress=False)
+    assert twin.path == train.replicate_dir(run.path) != run.path
+    p, q = run.meta["params"], twin.meta["params"]
+    assert q["seed"] == p["seed"] + train.REPLICATE_OFFSET
+    assert {k: v for k, v in q.items() if k != "seed"} == {k: v for k, v in p.items() if k != "seed"}
+    assert any(not torch.equal(a, b) for a, b in zip(run.agent.parameters(), twin.agent.parameters()))
+    emb = encoders.embed("agent-replicate", sentences, agent_run=run.path, data_dir=tmp_path, progress=False)
+    np.testing.assert_allclose(emb.vectors, twin.agent.embed_instructions(sentences), atol=1e-6)

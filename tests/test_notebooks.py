@@ -53,12 +53,12 @@ def test_quick_run_of_the_whole_study(data_root, tmp_path):
                  "embedding_sanity", "precision_heatmap", "precision_vs_k", "layer_sweep", "neighbour_attributes",
                  "spaces_pca", "procrustes_agent_vs_lm", "explorer_default_selection"):
         assert {f"{name}.png", f"{name}.pdf"} <= figures, name
-    for table in ("alignment_summary", "sensitivity", "robust_conclusions", "precision_matrix"):
+    for table in ("alignment_summary", "sensitivity", "robust_conclusions", "precision_matrix", "paper_comparison"):
         assert f"{table}.csv" in figures, table
     summary = pd.read_csv(run_dir / "figures" / "alignment_summary.csv")
     assert list(summary.columns) == ["model", "family", "precision_at_15", "ci_low", "ci_high", "null_mean",
                                      "p_value", "procrustes_disparity", "retrieval_top1", "cka"]
-    assert {"agent-untrained", "bag-of-attributes", "smollm2-135m", "minilm-l6"} <= set(summary["model"])
+    assert {"agent-untrained", "agent-replicate", "bag-of-attributes", "smollm2-135m", "minilm-l6"} <= set(summary["model"])
     assert summary["precision_at_15"].between(0, 1).all()
     readme = (config.REPO_ROOT / "README.md").read_text()
     import re
