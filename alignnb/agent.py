@@ -222,11 +222,15 @@ class Agent(nn.Module):
         row of ``ids``; ``slot`` [n]: each frame's position ``episode * max_len + t`` in the
         padded [n_episodes, max_len] layout that the memory reads. Returns [n, 7].
         """
-        instr = self.instruction(ids)[mission]
+        # index_select, not advanced indexing: the backward of ``x[index]`` on a CPU tensor
+        # accumulates repeated rows in a thread-dependent order (torch documents it as
+        # nondeterministic), which made two trainings with one seed drift apart by step 100;
+        # index_select's backward (index_add_) is deterministic on the CPU.
+        instr = self.instruction(ids).index_select(0, mission)
         feats = self.observation(images, directions, instr)
         padded = feats.new_zeros(n_episodes * max_len, feats.shape[1]).index_copy(0, slot, feats)
         out = self.memory(padded.view(n_episodes, max_len, -1))
-        return self.policy(out.reshape(n_episodes * max_len, -1)[slot])
+        return self.policy(out.reshape(n_episodes * max_len, -1).index_select(0, slot))
 
     # -- acting ----------------------------------------------------------------------
     def new_memory_state(self, n: int, max_len: int) -> dict[str, Any]:

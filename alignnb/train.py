@@ -515,7 +515,9 @@ def train_agent(
     meta = {"params": {"levels": levels, "episodes_per_level": episodes_per_level, "demo_seed": demo_seed,
                        "seed": seed, "agent": ac.to_dict(), "train": tc.to_dict(),
                        "final_eval_episodes": final_eval_episodes},
-            "demos": str(data.path), "versions": config.versions(), "metrics": metrics}
+            "demos": str(data.path), "versions": config.versions(), "metrics": metrics,
+            # the bits of a CPU training run depend on the thread count (matmul blocking)
+            "torch_threads": torch.get_num_threads()}
     save_agent(agent, path / "agent.pt", metrics)
     with io.atomic_file(path / "history.csv", "w") as f:
         pd.DataFrame(history).to_csv(f, index=False)
