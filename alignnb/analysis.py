@@ -2,7 +2,9 @@
 
 Everything returns tidy pandas DataFrames; nothing here draws or writes (plots.py and the
 notebooks do). Inputs are :class:`~alignnb.encoders.Embeddings` keyed by model name, all of
-the same ordered sentence list (checked).
+the same ordered sentence list (checked). Neighbours are k-NN memberships
+(:func:`~alignnb.metrics.knn_membership`): a tie for the k-th place counts in expectation over
+random tie-breaks, so no number here depends on the order of the sentences.
 """
 
 from __future__ import annotations
@@ -47,13 +49,13 @@ def pairwise_matrix(spaces: Mapping[str, Embeddings], metric: str = "precision",
     keys = _check_all(spaces)
     fn = METRICS[metric]
     if metric == "precision":  # neighbours once per space
-        knn = {key: metrics.knn_indices(spaces[key].vectors, k) for key in keys}
+        knn = {key: metrics.knn_membership(spaces[key].vectors, k) for key in keys}
     out = pd.DataFrame(np.nan, index=keys, columns=keys)
     for a in keys:
         out.loc[a, a] = 0.0 if metric == "procrustes_disparity" else 1.0
     for a, b in combinations(keys, 2):
         if metric == "precision":
-            v = float(metrics.overlap_from_knn(knn[a], knn[b]).mean())
+            v = float(metrics.overlap_from_membership(knn[a], knn[b]).mean())
         else:
             v = fn(spaces[a].vectors, spaces[b].vectors, k)
         out.loc[a, b] = out.loc[b, a] = v
@@ -71,24 +73,21 @@ def precision_vs_k(spaces: Mapping[str, Embeddings], reference: str = "agent", k
     ref = spaces[reference].vectors
     n = len(ref)
     ks = [k for k in ks if k < n]
-    kmax = max(ks)
     rng = np.random.default_rng(seed)
     perms = [rng.permutation(n) for _ in range(n_perm)]
-    ka = metrics.knn_indices(ref, kmax)
+    ma = {k: metrics.knn_membership(ref, k) for k in ks}
     rows = []
     for key in keys:
         if key == reference:
             continue
-        kb = metrics.knn_indices(spaces[key].vectors, kmax)
+        mb = {k: metrics.knn_membership(spaces[key].vectors, k) for k in ks}
         null = np.empty((n_perm, len(ks)))
         for p, perm in enumerate(perms):
-            inv = np.empty_like(perm)
-            inv[perm] = np.arange(n)
-            kbp = inv[kb[perm]]
-            null[p] = [metrics.overlap_from_knn(ka[:, :k], kbp[:, :k]).mean() for k in ks]
+            null[p] = [metrics.overlap_from_membership(ma[k], metrics.relabel_membership(mb[k], perm)).mean()
+                       for k in ks]
         for j, k in enumerate(ks):
             rows.append({"model": key, "family": family_of(key), "k": k,
-                         "precision": float(metrics.overlap_from_knn(ka[:, :k], kb[:, :k]).mean()),
+                         "precision": float(metrics.overlap_from_membership(ma[k], mb[k]).mean()),
                          "chance": metrics.chance_precision(n, k),
                          "null_low": float(np.percentile(null[:, j], 2.5)),
                          "null_high": float(np.percentile(null[:, j], 97.5))})
@@ -100,9 +99,9 @@ def layer_sweep(layers: Embeddings, reference: Embeddings, k: int = 15) -> pd.Da
     check_same_sentences(layers, reference)
     if layers.vectors.ndim != 3:
         raise ValueError(f"{layers.model}: expected an all-layers set (embed with layer='all')")
-    kr = metrics.knn_indices(reference.vectors, k)
+    kr = metrics.knn_membership(reference.vectors, k)
     rows = [{"model": layers.model, "layer": i,
-             "precision": float(metrics.overlap_from_knn(kr, metrics.knn_indices(v, k)).mean())}
+             "precision": float(metrics.overlap_from_membership(kr, metrics.knn_membership(v, k)).mean())}
             for i, v in enumerate(layers.vectors)]
     return pd.DataFrame(rows)
 
@@ -214,6 +213,29 @@ def robust_conclusions(sens: pd.DataFrame, trained: str = "agent") -> pd.DataFra
     return pd.DataFrame(rows)
 
 
+def tie_table(spaces: Mapping[str, Embeddings], reference: str = "agent", k: int = 15) -> pd.DataFrame:
+    """How much ties at the k-th neighbour matter, per space.
+
+    Columns: model, rows_with_ties (share of sentences whose k-th place is tied), tied_mean
+    (mean number of sentences tied for it, on those rows), precision (with ``reference``, tied
+    sentences as fractional neighbours, the study's rule) and precision_index_ties (the same with
+    ties broken by the lower sentence index, as a plain top-k does).
+    """
+    keys = _check_all(spaces)
+    ref = spaces[reference].vectors
+    rows = []
+    for key in keys:
+        X = spaces[key].vectors
+        m = metrics.knn_membership(X, k)
+        tied_count = np.add.reduceat((m.data < 1).astype(int), m.indptr[:-1])  # fractional neighbours per row
+        tied_rows = tied_count > 0
+        rows.append({"model": key, "rows_with_ties": float(tied_rows.mean()),
+                     "tied_mean": float(tied_count[tied_rows].mean()) if tied_rows.any() else 0.0,
+                     "precision": metrics.precision_at_k(ref, X, k) if key != reference else 1.0,
+                     "precision_index_ties": metrics.precision_at_k(ref, X, k, ties="index") if key != reference else 1.0})
+    return pd.DataFrame(rows)
+
+
 def neighbour_attribute_share(emb: Embeddings, attributes: pd.DataFrame, k: int = 15,
                               columns: Sequence[str] = ("verb", "color", "object", "loc")) -> pd.DataFrame:
     """For each attribute, the mean share of a sentence's k neighbours with the same value.
@@ -223,12 +245,13 @@ def neighbour_attribute_share(emb: Embeddings, attributes: pd.DataFrame, k: int 
     """
     if list(attributes.index) != list(emb.sentences):
         attributes = attributes.loc[emb.sentences]
-    knn = metrics.knn_indices(emb.vectors, k)
-    n = len(knn)
+    member = metrics.knn_membership(emb.vectors, k).tocoo()  # ties count in expectation
+    n = member.shape[0]
     rows = []
     for col in columns:
         values = attributes[col].fillna("n/a").astype(str).to_numpy()
-        share = (values[knn] == values[:, None]).mean(1)
+        same = values[member.row] == values[member.col]
+        share = np.bincount(member.row, weights=member.data * same, minlength=n) / k
         counts = pd.Series(values).value_counts()
         chance = float(np.mean((counts[values].to_numpy() - 1) / (n - 1)))
         rows.append({"model": emb.model, "attribute": col, "share": float(share.mean()), "chance": chance})

@@ -7,7 +7,15 @@ precision@k  Mutual k-nearest-neighbour overlap (Huh et al. 2024, "The Platonic 
              Hypothesis", ``mutual_knn``; the measure of Milano & Nolfi 2026): with cosine
              similarity and each point's own index excluded,
                  p@k = mean_i |NN_A(i) ∩ NN_B(i)| / k.
-             Chance level for unrelated spaces is k / (n - 1).
+             Chance level for unrelated spaces is k / (n - 1). Where several sentences tie
+             for the k-th place (a discrete space such as the bag-of-attributes control ties
+             at every row), NN(i) is not defined by the similarities alone. By default
+             (``ties="fractional"``) each tied sentence is a fractional neighbour, with its
+             chance of a place under random tie-breaking, and the overlap is
+             sum_j min(M_A[i, j], M_B[i, j]): against a space without ties this is the
+             expected overlap under random tie-breaking, identical spaces still give 1, and
+             no value depends on the order of the sentences. Without ties it is exactly
+             the definition above.
 Procrustes   Centre, scale to unit Frobenius norm, bring to a common dimension, then the
              orthogonal map (with scale) that best maps A onto B (Schönemann 1966). ``disparity``
              is scipy.spatial.procrustes's: the sum of squared residuals, in [0, 1].
@@ -117,13 +125,87 @@ def overlap_from_knn(knn_a: np.ndarray, knn_b: np.ndarray) -> np.ndarray:
     return hits / k
 
 
-def precision_at_k(A, B, k: int = 15, chunk: int = 2048) -> float:
+#: How ties at the k-th neighbour are resolved: "fractional" (each tied point a fractional
+#: neighbour, its chance under random tie-breaking; order-free) or "index" (the lower sentence
+#: index wins, as in :func:`knn_indices`).
+TIES = ("fractional", "index")
+
+#: Two cosine similarities closer than this count as tied (float32 rounding is about 1e-7).
+TIE_TOLERANCE = 1e-6
+
+
+def knn_membership(X, k: int, ties: str = "fractional", chunk: int = 2048, tol: float = TIE_TOLERANCE):
+    """Sparse [n, n] matrix M: M[i, j] is the probability that j is one of i's k nearest neighbours.
+
+    With ``ties="fractional"``, neighbours strictly closer than the k-th get 1 and the t points
+    tied (within ``tol``) with the k-th each get (k - a) / t, where a is the number strictly
+    closer: the chance of being picked when ties are broken uniformly at random. With
+    ``ties="index"`` M is the indicator of :func:`knn_indices`. Every row sums to k, and without
+    ties both give the indicator. Memory O(n*k + tied pairs) plus one [chunk, n] block.
+    """
+    import torch
+    from scipy import sparse
+
+    if ties not in TIES:
+        raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
+    X = _as_matrix(X, "X")
+    n = len(X)
+    if not 1 <= k < n:
+        raise ValueError(f"k={k} must be in 1..n-1 = 1..{n - 1}")
+    if ties == "index":
+        idx = knn_indices(X, k, chunk)
+        return sparse.csr_matrix((np.ones(n * k), idx.ravel(), np.arange(0, n * k + 1, k)), shape=(n, n))
+    U = torch.from_numpy(_unit_rows(X))
+    rows, cols, weights = [], [], []
+    for s in range(0, n, chunk):
+        e = min(s + chunk, n)
+        sim = U[s:e] @ U.T
+        r = torch.arange(e - s)
+        sim[r, r + s] = -torch.inf
+        kth = torch.topk(sim, k, dim=1, largest=True, sorted=True).values[:, -1:]
+        strict = sim > kth + tol
+        candidate = sim >= kth - tol  # the strictly closer ones and the tied ones
+        n_strict = strict.sum(1)
+        n_tied = candidate.sum(1) - n_strict
+        share = (k - n_strict).double() / n_tied.double()  # each tied point's chance of a place
+        rr, cc = torch.nonzero(candidate, as_tuple=True)  # row-major: rows in order
+        w = torch.where(strict[rr, cc], torch.ones((), dtype=torch.float64), share[rr])
+        rows.append((rr + s).numpy())
+        cols.append(cc.numpy())
+        weights.append(w.numpy())
+    rows, cols, weights = (np.concatenate(v) for v in (rows, cols, weights))
+    return sparse.csr_matrix((weights, (rows, cols)), shape=(n, n))
+
+
+def overlap_from_membership(ma, mb) -> np.ndarray:
+    """Per-point |NN_A(i) ∩ NN_B(i)| / k from two :func:`knn_membership` matrices, ties fractional.
+
+    sum_j min(M_A[i, j], M_B[i, j]) / k: the overlap of indicator sets where there are no
+    ties; where only one space ties, the expected overlap under random tie-breaking
+    (min(p, 1) = p * 1); where both tie on the same points, they are counted as agreeing.
+    """
+    if ma.shape != mb.shape:
+        raise ValueError(f"membership matrices differ in shape: {ma.shape} vs {mb.shape}")
+    k = round(float(ma.sum()) / ma.shape[0])  # every row sums to k
+    return np.asarray(ma.minimum(mb).sum(axis=1)).ravel() / k
+
+
+def relabel_membership(m, perm: np.ndarray):
+    """Membership of the space whose row i is the original row ``perm[i]`` (B' = B[perm])."""
+    return m[perm][:, perm]
+
+
+def precision_at_k(A, B, k: int = 15, chunk: int = 2048, ties: str = "fractional") -> float:
     """Mutual k-NN overlap: mean over i of |NN_A(i) ∩ NN_B(i)| / k (cosine, self excluded).
 
-    1 for identical neighbourhoods; about k / (n - 1) for unrelated spaces.
+    1 for identical neighbourhoods; about k / (n - 1) for unrelated spaces. ``ties``: how a
+    tie for the k-th neighbour is resolved (see :func:`knn_membership`); it changes nothing
+    when there are no ties.
     """
     A, B = check_pair(A, B, k)
-    return float(overlap_from_knn(knn_indices(A, k, chunk), knn_indices(B, k, chunk)).mean())
+    if ties == "index":  # the integer fast path
+        return float(overlap_from_knn(knn_indices(A, k, chunk), knn_indices(B, k, chunk)).mean())
+    return float(overlap_from_membership(knn_membership(A, k, ties, chunk), knn_membership(B, k, ties, chunk)).mean())
 
 
 def chance_precision(n: int, k: int) -> float:
@@ -131,12 +213,14 @@ def chance_precision(n: int, k: int) -> float:
     return k / (n - 1)
 
 
-def precision_curve(A, B, ks) -> np.ndarray:
-    """precision@k for each k in ``ks``, computing neighbours once at max(ks)."""
+def precision_curve(A, B, ks, ties: str = "fractional") -> np.ndarray:
+    """precision@k for each k in ``ks`` (with ``ties="index"``, neighbours once at max(ks))."""
     ks = [int(k) for k in ks]
     A, B = check_pair(A, B, max(ks))
-    ka, kb = knn_indices(A, max(ks)), knn_indices(B, max(ks))
-    return np.array([overlap_from_knn(ka[:, :k], kb[:, :k]).mean() for k in ks])
+    if ties == "index":
+        ka, kb = knn_indices(A, max(ks)), knn_indices(B, max(ks))
+        return np.array([overlap_from_knn(ka[:, :k], kb[:, :k]).mean() for k in ks])
+    return np.array([precision_at_k(A, B, k, ties=ties) for k in ks])
 
 
 # --------------------------------------------------------------------------------------
@@ -308,15 +392,13 @@ def permutation_null(metric: Callable, A, B, n_perm: int = 1000, seed: int = 0, 
     A, B = check_pair(A, B, kwargs.get("k"))
     rng = np.random.default_rng(seed)
     if metric is precision_at_k:
-        k = kwargs.get("k", 15)
-        ka, kb = knn_indices(A, k), knn_indices(B, k)
-        observed = float(overlap_from_knn(ka, kb).mean())
+        k, ties = kwargs.get("k", 15), kwargs.get("ties", "fractional")
+        ma, mb = knn_membership(A, k, ties), knn_membership(B, k, ties)
+        observed = float(overlap_from_membership(ma, mb).mean())
         null = np.empty(n_perm)
         for i in range(n_perm):
-            perm = rng.permutation(len(A))  # B' = B[perm]: NN_B'(i) = perm^-1(NN_B(perm(i)))
-            inv = np.empty_like(perm)
-            inv[perm] = np.arange(len(perm))
-            null[i] = overlap_from_knn(ka, inv[kb[perm]]).mean()
+            perm = rng.permutation(len(A))  # B' = B[perm]: M_B'[i, j] = M_B[perm[i], perm[j]]
+            null[i] = overlap_from_membership(ma, relabel_membership(mb, perm)).mean()
     else:
         observed = float(metric(A, B, **kwargs))
         null = np.array([metric(A, B[rng.permutation(len(B))], **kwargs) for _ in range(n_perm)], dtype=float)
@@ -362,8 +444,8 @@ def bootstrap_ci(metric: Callable, A, B, n_boot: int = 200, seed: int = 0, level
     if method == "queries":
         if metric is not precision_at_k:
             raise ValueError("method='queries' needs a per-sentence score: it is defined for precision_at_k only")
-        k = kwargs.get("k", 15)
-        per_sentence = overlap_from_knn(knn_indices(A, k), knn_indices(B, k))
+        k, ties = kwargs.get("k", 15), kwargs.get("ties", "fractional")
+        per_sentence = overlap_from_membership(knn_membership(A, k, ties), knn_membership(B, k, ties))
         samples = per_sentence[rng.integers(0, n, size=(n_boot, n))].mean(1)
         estimate = float(per_sentence.mean())
     else:

@@ -87,7 +87,11 @@ class Explorer:
 
     def neighbours(self, sentence: str | None = None, a: str | None = None, b: str | None = None,
                    k: int | None = None) -> pd.DataFrame:
-        """The k nearest neighbours of ``sentence`` in spaces a and b, rank by rank, with a shared flag."""
+        """The k nearest neighbours of ``sentence`` in spaces a and b, rank by rank, with a shared flag.
+
+        A list has to pick among sentences tied for the k-th place: it shows the lower index
+        (the scores count ties fractionally, see :func:`alignnb.metrics.knn_membership`).
+        """
         sentence = sentence or self.sentence.value
         a, b, k = a or self.model_a.value, b or self.model_b.value, k or self.k.value
         i = self.sentences.index(sentence)

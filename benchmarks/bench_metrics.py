@@ -6,6 +6,9 @@ pages of torch's code are not counted); memory is the process's peak RSS minus i
 the inputs were created (so it counts what the method adds beyond its inputs). The dense method
 is skipped where its n x n arrays would not fit in this machine's memory.
 
+The study's precision@k counts a tie for the k-th place fractionally (``ties="fractional"``);
+the integer top-k path (``ties="index"``) is timed beside it, to show what that costs.
+
 Goals (issue 5): within 1.3x of the floor's time; at least 10x less memory than (a) beyond the
 inputs; n = 50k at d = 4096 runs on a 24 GiB machine.
 
@@ -36,6 +39,8 @@ def _run(method: str, A, B, k: int) -> float:
     n = len(A)
     if method == "alignnb":
         return metrics.precision_at_k(A, B, k)
+    if method == "alignnb-index":
+        return metrics.precision_at_k(A, B, k, ties="index")
     if method == "floor":
         for X in (torch.from_numpy(A), torch.from_numpy(B)):
             Y = X @ X.T
@@ -85,21 +90,25 @@ def measure(method: str, n: int, d: int, k: int = 15):
 def main(ns=(1000, 10_000, 50_000), ds=(1024, 4096), k: int = 15) -> None:
     total = 24 * GIB
     print(f"precision@{k}; time in s, memory beyond the inputs in MiB (peak RSS)")
-    print(f"{'n':>7s}{'d':>6s} | {'floor s':>8s} {'alignnb s':>9s} {'ratio':>6s} | {'dense s':>8s} "
-          f"{'dense MiB':>10s} {'alignnb MiB':>11s} {'mem ratio':>9s}")
+    print(f"{'n':>7s}{'d':>6s} | {'floor s':>8s} {'alignnb s':>9s} {'ratio':>6s} | {'index s':>8s} "
+          f"{'frac/idx':>8s} | {'dense s':>8s} {'dense MiB':>10s} {'alignnb MiB':>11s} {'mem ratio':>9s}")
     for n in ns:
         for d in ds:
             floor = measure("floor", n, d, k)
             ours = measure("alignnb", n, d, k)
+            index = measure("alignnb-index", n, d, k)
             dense_need = 4 * n * n * 4  # similarity + argsort + two masks, float32/int64-ish
             dense = measure("dense", n, d, k) if dense_need < 0.6 * total else None
             f = lambda v, w=8, p=2: f"{v:{w}.{p}f}" if v is not None else f"{'n/a':>{w}s}"
             ratio = ours[0] / floor[0] if (ours and floor) else None
+            frac_idx = ours[0] / index[0] if (ours and index) else None
+            if ours and index:  # random data have no ties: both rules give the same value
+                assert abs(ours[2] - index[2]) < 1e-9, "fractional and index ties differ without ties"
             mem_ratio = dense[1] / max(ours[1], 1) if (dense and ours) else None
             if dense and ours:
                 assert abs(dense[2] - ours[2]) < 1e-9, "dense and chunked precision differ"
             print(f"{n:7d}{d:6d} | {f(floor and floor[0])} {f(ours and ours[0], 9)} {f(ratio, 6)} | "
-                  f"{f(dense and dense[0])} {f(dense and dense[1] / 2**20, 10, 0)} {f(ours and ours[1] / 2**20, 11, 0)} "
+                  f"{f(index and index[0])} {f(frac_idx)} | {f(dense and dense[0])} {f(dense and dense[1] / 2**20, 10, 0)} {f(ours and ours[1] / 2**20, 11, 0)} "
                   f"{f(mem_ratio, 9, 1)}", flush=True)
 
 

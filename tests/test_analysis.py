@@ -115,3 +115,21 @@ def test_explorer_callbacks_update_outputs(planted):
     assert bytes(ex.heatmap_png.value).startswith(b"\x89PNG") and bytes(ex.heatmap_png.value) != png  # outline moved
     fig = ex.static()
     assert len(fig.axes) == 2
+
+
+def test_tie_table_and_order_free_attribute_shares(planted):
+    sset, spaces, _ = planted
+    from alignnb.instructions import attribute_onehot
+
+    bag, _ = attribute_onehot(sset)  # one-hot attributes: every sentence's 5th place is tied
+    with_bag = dict(spaces, **{"bag-of-attributes": Embeddings("bag-of-attributes", sset.sentences, bag)})
+    t = analysis.tie_table(with_bag, "agent", k=5).set_index("model")
+    assert t.loc["bag-of-attributes", "rows_with_ties"] == 1.0 and t.loc["bag-of-attributes", "tied_mean"] > 1
+    assert t.loc["smollm2-135m", "rows_with_ties"] == 0.0
+    assert t.loc["smollm2-135m", "precision"] == t.loc["smollm2-135m", "precision_index_ties"]  # no ties, no change
+    # the attribute shares of a tied space do not depend on the order of the sentences
+    order = np.random.default_rng(1).permutation(len(sset))
+    shuffled = Embeddings("bag-of-attributes", [sset.sentences[i] for i in order], bag[order])
+    a = analysis.neighbour_attribute_share(with_bag["bag-of-attributes"], sset.attributes, k=5)
+    b = analysis.neighbour_attribute_share(shuffled, sset.attributes, k=5)
+    np.testing.assert_allclose(a["share"], b["share"], atol=1e-12)

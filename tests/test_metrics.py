@@ -141,3 +141,47 @@ def test_bad_input_is_explained():
     z[3] = 0
     with pytest.raises(ValueError, match="zero vector"):
         metrics.precision_at_k(z, A, 3)
+
+
+def _discrete_and_continuous(n=240, seed=0):
+    """A tie-heavy space (one-hot attributes, like the bag-of-attributes control) and a noisy
+    continuous space that depends on it."""
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, [3, 4, 5], size=(n, 3))
+    bag = np.hstack([np.eye(m)[codes[:, i]] for i, m in enumerate((3, 4, 5))])
+    cont = bag @ rng.normal(size=(12, 6)) + 0.6 * rng.normal(size=(n, 6))
+    return bag, cont
+
+
+def test_membership_without_ties_is_the_knn_indicator():
+    rng = np.random.default_rng(2)
+    A = rng.normal(size=(90, 7))
+    m = metrics.knn_membership(A, 6).toarray()
+    ref = np.zeros((90, 90))
+    ref[np.arange(90)[:, None], metrics.knn_indices(A, 6)] = 1
+    np.testing.assert_array_equal(m, ref)
+    np.testing.assert_array_equal(metrics.knn_membership(A, 6, ties="index").toarray(), ref)
+
+
+def test_fractional_ties_are_the_expectation_over_random_tie_breaks():
+    bag, cont = _discrete_and_continuous()
+    n, k = len(bag), 10
+    m = metrics.knn_membership(bag, k)
+    np.testing.assert_allclose(np.asarray(m.sum(1)).ravel(), k)  # k neighbours' worth per row
+    assert (m.data < 1).any()  # the one-hot space does tie
+    fractional = metrics.precision_at_k(bag, cont, k)
+    # the index rule picks one arbitrary tie-break; over random sentence orders its mean is the expectation
+    orders = [np.random.default_rng(r).permutation(n) for r in range(300)]
+    by_index = np.array([metrics.precision_at_k(bag[p], cont[p], k, ties="index") for p in orders])
+    assert fractional == pytest.approx(by_index.mean(), abs=4 * by_index.std() / np.sqrt(len(by_index)))
+    assert by_index.std() > 0  # the index rule does depend on the order of the sentences
+    # the fractional value does not
+    for p in orders[:5]:
+        assert metrics.precision_at_k(bag[p], cont[p], k) == pytest.approx(fractional, abs=1e-12)
+    # identical tied spaces agree fully; the permutation null still relabels exactly
+    assert metrics.precision_at_k(bag, bag + 0, k) == pytest.approx(1.0)
+    fast = metrics.permutation_null(metrics.precision_at_k, bag, cont, n_perm=20, seed=3, k=k)
+    slow = metrics.permutation_null(lambda a, b, k: metrics.precision_at_k(a, b, k), bag, cont, n_perm=20, seed=3, k=k)
+    np.testing.assert_allclose(fast.null, slow.null, atol=1e-12)
+    with pytest.raises(ValueError, match="ties must be one of"):
+        metrics.precision_at_k(bag, cont, k, ties="random")
