@@ -130,7 +130,9 @@ def overlap_from_knn(knn_a: np.ndarray, knn_b: np.ndarray) -> np.ndarray:
 #: index wins, as in :func:`knn_indices`).
 TIES = ("fractional", "index")
 
-#: Two cosine similarities closer than this count as tied (float32 rounding is about 1e-7).
+#: Two cosine similarities closer than this count as tied: float32 rounding of a d-dimensional
+#: dot product is about 1e-7 * sqrt(d), so closer values have no reliable order. Random
+#: continuous spaces have such near-ties at the k-th place in about 1 row in 1,000.
 TIE_TOLERANCE = 1e-6
 
 
@@ -162,17 +164,26 @@ def knn_membership(X, k: int, ties: str = "fractional", chunk: int = 2048, tol: 
         sim = U[s:e] @ U.T
         r = torch.arange(e - s)
         sim[r, r + s] = -torch.inf
-        kth = torch.topk(sim, k, dim=1, largest=True, sorted=True).values[:, -1:]
-        strict = sim > kth + tol
-        candidate = sim >= kth - tol  # the strictly closer ones and the tied ones
-        n_strict = strict.sum(1)
-        n_tied = candidate.sum(1) - n_strict
-        share = (k - n_strict).double() / n_tied.double()  # each tied point's chance of a place
-        rr, cc = torch.nonzero(candidate, as_tuple=True)  # row-major: rows in order
-        w = torch.where(strict[rr, cc], torch.ones((), dtype=torch.float64), share[rr])
-        rows.append((rr + s).numpy())
-        cols.append(cc.numpy())
-        weights.append(w.numpy())
+        vals, idx = torch.topk(sim, k + 1, dim=1, largest=True, sorted=True)  # k + 1 <= n: self is last
+        kth = vals[:, k - 1]
+        spills = vals[:, k] >= kth - tol  # the tie for the k-th place reaches beyond the top k
+        # rows whose tie set fits in the top k (all rows of a space without ties): the indicator
+        keep = torch.nonzero(~spills).flatten()
+        rows.append(np.repeat(keep.numpy() + s, k))
+        cols.append(idx[keep, :k].reshape(-1).numpy())
+        weights.append(np.ones(len(keep) * k))
+        # the others: scan the whole row for the tied points
+        tied_rows = torch.nonzero(spills).flatten()
+        if len(tied_rows):
+            sub, t = sim[tied_rows], kth[tied_rows, None]
+            strict = sub > t + tol
+            candidate = sub >= t - tol  # the strictly closer ones and the tied ones
+            n_strict = strict.sum(1)
+            share = (k - n_strict).double() / (candidate.sum(1) - n_strict).double()  # a tied point's chance
+            rr, cc = torch.nonzero(candidate, as_tuple=True)
+            rows.append(tied_rows[rr].numpy() + s)
+            cols.append(cc.numpy())
+            weights.append(torch.where(strict[rr, cc], torch.ones((), dtype=torch.float64), share[rr]).numpy())
     rows, cols, weights = (np.concatenate(v) for v in (rows, cols, weights))
     return sparse.csr_matrix((weights, (rows, cols)), shape=(n, n))
 
