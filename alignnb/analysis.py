@@ -3,8 +3,9 @@
 Everything returns tidy pandas DataFrames; nothing here draws or writes (plots.py and the
 notebooks do). Inputs are :class:`~alignnb.encoders.Embeddings` keyed by model name, all of
 the same ordered sentence list (checked). Neighbours are k-NN memberships
-(:func:`~alignnb.metrics.knn_membership`): a tie for the k-th place counts in expectation over
-random tie-breaks, so no number here depends on the order of the sentences.
+(:func:`~alignnb.metrics.knn_membership`): a sentence tied for the k-th place counts
+fractionally, with its chance of a place under random tie-breaking, so no number here depends
+on the order of the sentences.
 """
 
 from __future__ import annotations
@@ -245,7 +246,7 @@ def neighbour_attribute_share(emb: Embeddings, attributes: pd.DataFrame, k: int 
     """
     if list(attributes.index) != list(emb.sentences):
         attributes = attributes.loc[emb.sentences]
-    member = metrics.knn_membership(emb.vectors, k).tocoo()  # ties count in expectation
+    member = metrics.knn_membership(emb.vectors, k).tocoo()  # tied neighbours count fractionally
     n = member.shape[0]
     rows = []
     for col in columns:
