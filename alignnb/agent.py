@@ -278,11 +278,11 @@ class Agent(nn.Module):
 
     # -- the study's embeddings ------------------------------------------------------
     @torch.no_grad()
-    def embed_instructions(self, sentences: Sequence[str], layer: int | str = "final",
+    def embed_instructions(self, sentences: Sequence[str], layer: int | str = "last",
                            batch_size: int = 512) -> np.ndarray:
         """float32 [n, d] embeddings of ``sentences``.
 
-        ``layer="final"``: the instruction embedding that conditions the policy. ``layer=k``
+        ``layer="last"``: the instruction embedding that conditions the policy. ``layer=k``
         (0..n_layers): the mean over words of encoder layer k's output (0 = word + position
         embeddings). Unknown words map to ``<unk>`` and are reported with a warning.
         """
@@ -290,7 +290,7 @@ class Agent(nn.Module):
 
     @torch.no_grad()
     def embed_instruction_layers(self, sentences: Sequence[str], batch_size: int = 512) -> dict:
-        """{"final": [n, d], 0: [n, d], ..., n_layers: [n, d]} for ``sentences``."""
+        """{"last": [n, d], 0: [n, d], ..., n_layers: [n, d]} for ``sentences`` ("last" conditions the policy)."""
         sentences = list(sentences)
         unknown = self.vocab.unknown_words(sentences)
         if unknown:
@@ -302,7 +302,7 @@ class Agent(nn.Module):
         for i in range(0, len(sentences), batch_size):
             ids = self.vocab.encode(sentences[i:i + batch_size], self.cfg.max_words)
             emb, layers = self.instruction(ids, return_layers=True)
-            for key, value in [("final", emb), *enumerate(layers)]:
+            for key, value in [("last", emb), *enumerate(layers)]:
                 outs.setdefault(key, []).append(value)
         self.train(was_training)
         return {k: torch.cat(v).float().numpy() for k, v in outs.items()}

@@ -1,8 +1,9 @@
 """Stage 4: alignment across all models, with controls, statistics and sensitivity checks.
 
-Everything returns tidy pandas DataFrames; nothing here draws or writes (plots.py and the
-notebooks do). Inputs are :class:`~alignnb.encoders.Embeddings` keyed by model name, all of
-the same ordered sentence list (checked). Neighbours are k-NN memberships
+Everything returns tidy pandas DataFrames (a score is a ``precision`` column beside a ``k``
+column, never a column named after k); nothing here draws or writes (plots.py and the
+notebooks do). Inputs are :class:`~alignnb.embeddings.Embeddings` keyed by model name, all
+of the same ordered sentence list (checked). Neighbours are k-NN memberships
 (:func:`~alignnb.metrics.knn_membership`): a sentence tied for the k-th place counts
 fractionally, with its chance of a place under random tie-breaking, so no number here depends
 on the order of the sentences.
@@ -16,50 +17,23 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
-from . import metrics
-from .encoders import Embeddings, check_same_sentences, get_spec
-
-METRICS = {
-    "precision": lambda A, B, k: metrics.precision_at_k(A, B, k),
-    "cka": lambda A, B, k: metrics.cka(A, B),
-    "rsa": lambda A, B, k: metrics.rsa(A, B),
-    "procrustes_disparity": lambda A, B, k: metrics.procrustes_disparity(A, B),
-}
-
-
-def _check_all(spaces: Mapping[str, Embeddings]) -> list[str]:
-    keys = list(spaces)
-    if not keys:
-        raise ValueError("no embedding sets given")
-    for key in keys[1:]:
-        check_same_sentences(spaces[keys[0]], spaces[key])
-    return keys
-
-
-def family_of(key: str) -> str:
-    try:
-        return get_spec(key).family
-    except KeyError:
-        return "other"
+from . import metrics, nulls
+from .embeddings import Embeddings, check_all, check_same_sentences
+from .registry import LANGUAGE_FAMILIES, family_of, get_spec, language_models
 
 
 def pairwise_matrix(spaces: Mapping[str, Embeddings], metric: str = "precision", k: int = 15) -> pd.DataFrame:
-    """Symmetric [model x model] matrix of ``metric`` (precision, cka, rsa, procrustes_disparity)."""
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
-    keys = _check_all(spaces)
-    fn = METRICS[metric]
-    if metric == "precision":  # neighbours once per space
-        knn = {key: metrics.knn_membership(spaces[key].vectors, k) for key in keys}
+    """Symmetric [model x model] matrix of a registered metric (:data:`alignnb.metrics.METRICS`)."""
+    m = metrics.get_metric(metric)
+    keys = check_all(spaces)
+    if m.uses_k:
+        metrics.check_pair(spaces[keys[0]].vectors, spaces[keys[0]].vectors, k)
+    prepared = {key: m.prepare(spaces[key].vectors, k) for key in keys}  # neighbours once per space
     out = pd.DataFrame(np.nan, index=keys, columns=keys)
     for a in keys:
-        out.loc[a, a] = 0.0 if metric == "procrustes_disparity" else 1.0
+        out.loc[a, a] = m.identical
     for a, b in combinations(keys, 2):
-        if metric == "precision":
-            v = float(metrics.overlap_from_membership(knn[a], knn[b]).mean())
-        else:
-            v = fn(spaces[a].vectors, spaces[b].vectors, k)
-        out.loc[a, b] = out.loc[b, a] = v
+        out.loc[a, b] = out.loc[b, a] = float(m.compare(prepared[a], prepared[b]))
     return out
 
 
@@ -70,10 +44,12 @@ def precision_vs_k(spaces: Mapping[str, Embeddings], reference: str = "agent", k
     Columns: model, family, k, precision, chance (k/(n-1)), null_low, null_high (2.5 and 97.5
     percentiles of the permutation null).
     """
-    keys = _check_all(spaces)
+    keys = check_all(spaces)
     ref = spaces[reference].vectors
     n = len(ref)
     ks = [k for k in ks if k < n]
+    if not ks:
+        raise ValueError(f"every k of {list(ks)} is at least the number of sentences n={n}: choose k < n")
     rng = np.random.default_rng(seed)
     perms = [rng.permutation(n) for _ in range(n_perm)]
     ma = {k: metrics.knn_membership(ref, k) for k in ks}
@@ -111,32 +87,26 @@ def summary_table(spaces: Mapping[str, Embeddings], reference: str = "agent", k:
                   n_boot: int = 200, seed: int = 0) -> pd.DataFrame:
     """The headline table: one row per model compared with ``reference``.
 
-    Columns: model, family, precision_at_{k}, ci_low, ci_high (95% bootstrap interval over the
-    query sentences, neighbours among all sentences), null_mean, p_value (permutation test), procrustes_disparity, retrieval_top1
-    (5-fold cross-validated), cka (linear).
+    Columns: model, family, k, precision (precision@k), ci_low, ci_high (95% bootstrap
+    interval over the query sentences, neighbours among all sentences), null_mean, p_value
+    (permutation test), procrustes_disparity, retrieval_top1 (5-fold cross-validated), cka
+    (linear).
     """
-    keys = _check_all(spaces)
+    keys = check_all(spaces)
     ref = spaces[reference].vectors
     rows = []
     for key in keys:
         if key == reference:
             continue
         B = spaces[key].vectors
-        null = metrics.permutation_null(metrics.precision_at_k, ref, B, n_perm=n_perm, seed=seed, k=k)
-        ci = metrics.bootstrap_ci(metrics.precision_at_k, ref, B, n_boot=n_boot, seed=seed, k=k)
+        null = nulls.permutation_null("precision", ref, B, k, n_perm=n_perm, seed=seed)
+        ci = nulls.query_interval(metrics.per_sentence_precision(ref, B, k), n_boot=n_boot, seed=seed)
         pr = metrics.procrustes(ref, B, seed=seed)
-        rows.append({"model": key, "family": family_of(key), f"precision_at_{k}": null.observed,
+        rows.append({"model": key, "family": family_of(key), "k": k, "precision": null.observed,
                      "ci_low": ci.low, "ci_high": ci.high, "null_mean": null.null_mean, "p_value": null.p_value,
                      "procrustes_disparity": pr.disparity, "retrieval_top1": pr.retrieval_top1,
                      "cka": metrics.cka(ref, B)})
     return pd.DataFrame(rows)
-
-
-def restrict(emb: Embeddings, keep: Sequence[int]) -> Embeddings:
-    """The embedding set restricted to the sentences at positions ``keep`` (order kept)."""
-    keep = list(keep)
-    vec = emb.vectors[..., keep, :]
-    return Embeddings(emb.model, [emb.sentences[i] for i in keep], vec, dict(emb.meta))
 
 
 def sensitivity_table(reference: Embeddings, defaults: Mapping[str, Embeddings],
@@ -186,7 +156,7 @@ def robust_conclusions(sens: pd.DataFrame, trained: str = "agent") -> pd.DataFra
     """
     by = sens.pivot_table(index=["choice", "setting"], columns="model", values="precision", aggfunc="first")
     fam = sens.drop_duplicates("model").set_index("model")["family"]
-    lm = [m for m in by.columns if fam.get(m) in ("decoder LLM", "encoder LM", "VLM text tower")]
+    lm = [m for m in by.columns if fam.get(m) in LANGUAGE_FAMILIES]
     controls = [m for m in by.columns if fam.get(m) == "control"]
     rows = []
 
@@ -222,7 +192,7 @@ def tie_table(spaces: Mapping[str, Embeddings], reference: str = "agent", k: int
     sentences as fractional neighbours, the study's rule) and precision_index_ties (the same with
     ties broken by the lower sentence index, as a plain top-k does).
     """
-    keys = _check_all(spaces)
+    keys = check_all(spaces)
     ref = spaces[reference].vectors
     rows = []
     for key in keys:
@@ -267,8 +237,9 @@ PAPER_PRECISION_AT_15 = {
 }
 
 
-def paper_comparison(summary: pd.DataFrame, k: int = 15) -> pd.DataFrame:
-    """Our agent-vs-model precision@k beside the paper's reported value for the same family."""
+def paper_comparison(summary: pd.DataFrame) -> pd.DataFrame:
+    """Our agent-vs-model precision@k (columns k, precision) beside the paper's reported
+    precision@15 for the same family."""
     rows = []
     for _, r in summary.iterrows():
         try:
@@ -277,5 +248,37 @@ def paper_comparison(summary: pd.DataFrame, k: int = 15) -> pd.DataFrame:
             pf = ""
         rows.append({"model": r["model"], "paper_family": pf or "(none)",
                      "paper_precision_at_15": PAPER_PRECISION_AT_15.get(pf, "n/a"),
-                     f"ours_precision_at_{k}": r[f"precision_at_{k}"]})
+                     "k": int(r["k"]), "precision": r["precision"]})
     return pd.DataFrame(rows)
+
+
+#: What each control stands for, in the headline's words.
+CONTROL_ROLES = {"agent-untrained": "floor: no training", "bag-of-attributes": "the grammar alone",
+                 "agent-replicate": "ceiling: another agent from the next seed"}
+
+
+def headline_lines(summary: pd.DataFrame, conclusions: pd.DataFrame, n: int) -> list[str]:
+    """The headline in sentences (markdown bullets): the best language model with its interval
+    and chance, each control's score, and the comparisons that survive every analysis choice."""
+    k = int(summary["k"].iloc[0])
+    lm_rows = summary[summary["model"].isin(language_models(summary["model"]))]
+    best = (lm_rows if len(lm_rows) else summary).sort_values("precision", ascending=False).iloc[0]
+    by_model = summary.set_index("model")
+    lines = [f"- Highest precision@{k} of a language model with the agent: **{best['model']}** "
+             f"({best['precision']:.3f}, 95% interval {best['ci_low']:.3f}-{best['ci_high']:.3f}; "
+             f"chance {metrics.chance_precision(n, k):.3f})."]
+    for control, role in CONTROL_ROLES.items():
+        if control in by_model.index:
+            lines.append(f"- Control {control} ({role}): {by_model.loc[control, 'precision']:.3f}.")
+    survive = conclusions[conclusions["survives_every_choice"]]["comparison"].tolist()
+    lines.append("- Conclusions that hold in every setting of the sensitivity table: "
+                 + ("; ".join(survive) if survive else "none") + ".")
+    return lines
+
+
+def spaces_to_picture(keys: Sequence[str], reference: str = "agent", limit: int = 6) -> list[str]:
+    """The spaces that the 2-D pictures show, in order: the reference, the replicate and the
+    grammar controls, then the language models, then any other space, at most ``limit``."""
+    preferred = [reference, "agent-replicate", "bag-of-attributes", *language_models(keys)]
+    show = [m for m in dict.fromkeys(preferred) if m in keys]
+    return (show + [m for m in keys if m not in show])[:limit]

@@ -1,11 +1,14 @@
-"""The ``alignnb`` command: run the study's notebooks with papermill, or one stage alone.
+"""The ``alignnb`` command: run the study's notebooks with papermill, or stage 1 alone.
 
     alignnb run [--profile offline|paper] [--quick] [-p NAME VALUE ...] [--output DIR] [--only 01 02] [--sweep seed=0,1,2]
     alignnb collect [--levels ...] [--episodes N] [--seed S] [--workers W]
 
-A full default run (no --quick, no -p) writes figures to ``figures/`` and executed notebooks
-to ``runs/default/``; any other run writes both under its own folder ``runs/<name>/`` so it
-never overwrites the figures that the README shows.
+``alignnb run`` builds and validates the :class:`~alignnb.study.StudyConfig` before the first
+notebook starts, so a bad parameter fails in a second. Each notebook receives the parameters
+it declares plus the whole configuration (``study``). A full default run (no --quick, no -p)
+writes figures to ``figures/`` and executed notebooks to ``runs/default/``; any other run
+writes both under its own folder ``runs/<name>/`` so it never overwrites the figures that the
+README shows.
 """
 
 from __future__ import annotations
@@ -20,8 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import papermill
+from papermill.exceptions import PapermillExecutionError
 
-from . import config
+from . import config, demos, io, registry
+from .study import StudyConfig
 
 
 class NotebookFailed(RuntimeError):
@@ -36,8 +42,6 @@ def study_notebooks(folder: str | os.PathLike | None = None) -> list[Path]:
 
 def notebook_parameters(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
     """Names, types and defaults declared in a notebook's ``parameters`` cell."""
-    import papermill
-
     return papermill.inspect_notebook(str(path))
 
 
@@ -53,12 +57,43 @@ def parse_value(text: str) -> Any:
 
 
 def run_name(quick: bool, parameters: Mapping[str, Any]) -> str:
-    """'default' for a full default run, else a readable name from the settings."""
+    """'default' for a full default run, else a readable name from the settings plus a short hash
+    of them, so two different settings never share a folder."""
     parts = (["quick"] if quick else []) + [f"{k}={v}" for k, v in sorted(parameters.items())]
     if not parts:
         return "default"
-    name = "_".join(parts)
-    return "".join(c if c.isalnum() or c in "=-_.," else "-" for c in name)[:120]
+    readable = "".join(c if c.isalnum() or c in "=-_.," else "-" for c in "_".join(parts))[:80]
+    return f"{readable}_{io.cache_key({'quick': bool(quick), **parameters}, 8)}"
+
+
+def select_notebooks(only: Sequence[str] | None, notebooks: Sequence[str | os.PathLike] | None = None) -> list[Path]:
+    """The notebooks to run: all, or those whose names start with one of ``only``."""
+    paths = [Path(p) for p in notebooks] if notebooks else study_notebooks()
+    if not paths:
+        raise FileNotFoundError(f"no notebooks to run (looked for NN_*.ipynb in {config.notebooks_dir()})")
+    if only:
+        missing = [o for o in only if not any(p.name.startswith(str(o)) for p in paths)]
+        if missing:
+            raise ValueError(f"--only {missing}: no notebook starts with that; the notebooks are "
+                             f"{[p.name for p in paths]}")
+        paths = [p for p in paths if any(p.name.startswith(str(o)) for o in only)]
+    return paths
+
+
+def notebook_inputs(declared: Mapping[str, Any], cfg: StudyConfig, extra: Mapping[str, Any],
+                    figures: str) -> dict[str, Any]:
+    """What one notebook receives: its declared study parameters from ``cfg``, the whole
+    configuration as ``study``, declared extra parameters, the figures folder, no widgets."""
+    study = cfg.to_dict()
+    given = {name: study[name] for name in declared if name in study}
+    given.update({name: value for name, value in extra.items() if name in declared})
+    if "study" in declared:
+        given["study"] = study
+    if "output_dir" in declared:
+        given["output_dir"] = figures
+    if "interactive" in declared:
+        given["interactive"] = False
+    return given
 
 
 def run_notebooks(
@@ -73,24 +108,25 @@ def run_notebooks(
 ) -> Path:
     """Execute the study notebooks in order with papermill; return the run folder.
 
-    Every notebook receives the parameters it declares among ``parameters`` plus ``quick``
-    and ``output_dir``; a name that no notebook declares is an error (papermill would only
-    warn). At the first failure, raises :class:`NotebookFailed` naming notebook and cell.
+    The study configuration is built from ``parameters`` and ``quick`` first, so a bad value
+    fails before any notebook starts. Every notebook receives the parameters it declares; a
+    name that is neither a study parameter nor declared by a notebook is an error (papermill
+    would only warn). At the first failure, raises :class:`NotebookFailed` naming notebook and cell.
     """
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
     parameters = dict(parameters or {})
-    paths = [Path(p) for p in notebooks] if notebooks else study_notebooks()
-    if only:
-        paths = [p for p in paths if any(p.name.startswith(o) for o in only)]
-    if not paths:
-        raise FileNotFoundError("no notebooks to run (looked for notebooks/NN_*.ipynb)")
+    for name in ("quick", "output_dir"):
+        if name in parameters:
+            flag = "--quick" if name == "quick" else "--output"
+            raise ValueError(f"-p {name} is set by the runner: use {flag} instead")
+    paths = select_notebooks(only, notebooks)
     declared = {p: notebook_parameters(p) for p in paths}
-    known = set().union(*[set(d) for d in declared.values()])
+    study_names = set(StudyConfig.names())
+    known = study_names.union(*[set(d) for d in declared.values()]) - {"study", "quick", "output_dir", "interactive"}
     unknown = sorted(set(parameters) - known)
     if unknown:
-        raise ValueError(f"unknown parameter(s) {unknown}: the notebooks declare {sorted(known)}")
+        raise ValueError(f"unknown parameter(s) {unknown}: the study's parameters are {sorted(known)}")
+    cfg = StudyConfig.from_dict({**{k: v for k, v in parameters.items() if k in study_names}, "quick": bool(quick)})
+    extra = {k: v for k, v in parameters.items() if k not in study_names}
 
     name = run_name(quick, parameters)
     run_dir = Path(output) if output else config.runs_dir() / name
@@ -101,16 +137,11 @@ def run_notebooks(
         if blind:  # it would write into the committed figures/
             raise ValueError(f"{blind} declare no output_dir parameter (check the parameters cell parses)")
     for path in paths:
-        given = {k: v for k, v in parameters.items() if k in declared[path]}
-        if "quick" in declared[path]:
-            given["quick"] = bool(quick)
-        if "output_dir" in declared[path]:
-            given["output_dir"] = figures
-        if "interactive" in declared[path]:
-            given["interactive"] = False
+        given = notebook_inputs(declared[path], cfg, extra, figures)
         out = run_dir / path.name
         t0 = time.perf_counter()
-        print(f"[alignnb] {path.name} -> {out}  {given}", flush=True)
+        shown = {k: v for k, v in given.items() if k != "study"}
+        print(f"[alignnb] {path.name} -> {out}  {shown}", flush=True)
         try:
             papermill.execute_notebook(
                 str(path), str(out), parameters=given, kernel_name=kernel_name,
@@ -126,10 +157,8 @@ def run_notebooks(
 
 
 def sweep_summary(run_dirs: Mapping[Any, Path], name: str) -> pd.DataFrame:
-    """Headline numbers of each run of a sweep (agent success per level, precision@15 per model),
+    """Headline numbers of each run of a sweep (agent success per level, precision@k per model),
     with their mean and standard deviation across the swept values."""
-    import pandas as pd
-
     rows = []
     for value, folder in run_dirs.items():
         fig = Path(folder) / "figures"
@@ -138,7 +167,8 @@ def sweep_summary(run_dirs: Mapping[Any, Path], name: str) -> pd.DataFrame:
                 rows.append({name: value, "quantity": f"success {r['level']}", "value": r["success_rate"]})
         if (fig / "alignment_summary.csv").exists():
             for _, r in pd.read_csv(fig / "alignment_summary.csv").iterrows():
-                rows.append({name: value, "quantity": f"precision@15 agent vs {r['model']}", "value": r["precision_at_15"]})
+                k = "k" if name == "k" else int(r["k"])  # a sweep over k compares each model across k
+                rows.append({name: value, "quantity": f"precision@{k} agent vs {r['model']}", "value": r["precision"]})
     long = pd.DataFrame(rows)
     if long.empty:
         return long
@@ -152,15 +182,43 @@ def run_sweep(name: str, values: Sequence[Any], parameters: Mapping[str, Any] | 
               output: str | os.PathLike | None = None, **kwargs: Any) -> tuple[Path, Any]:
     """Rerun the notebooks once per value of parameter ``name``; cached stages whose inputs did
     not change are reused. Writes ``sweep_summary.csv`` (mean and sd across values)."""
+    if not values:
+        raise ValueError(f"--sweep {name}= has no values")
     base = Path(output) if output else config.runs_dir() / ("sweep_" + run_name(quick, {name: ",".join(map(str, values)),
                                                                                        **(parameters or {})}))
     run_dirs = {}
     for value in values:
         run_dirs[value] = run_notebooks({**(parameters or {}), name: value}, quick=quick,
-                                        output=base / f"{name}={value}", **kwargs)
+                                        output=base / run_name(False, {name: value}), **kwargs)
     table = sweep_summary(run_dirs, name)
     table.to_csv(base / "sweep_summary.csv", float_format="%.4f")
     return base, table
+
+
+def parse_sweep(text: str) -> tuple[str, list[Any]]:
+    """'NAME=V1,V2,...' -> (NAME, [values]); commas inside brackets or quotes do not split."""
+    name, sep, rest = text.partition("=")
+    if not sep or not name.strip() or not rest.strip():
+        raise ValueError(f"--sweep takes NAME=V1,V2,...; got {text!r}")
+    values, depth, quote, current = [], 0, "", ""
+    for c in rest:
+        if quote:
+            quote = "" if c == quote else quote
+        elif c in "'\"":
+            quote = c
+        elif c in "[(":
+            depth += 1
+        elif c in "])":
+            depth -= 1
+        elif c == "," and depth == 0:
+            values.append(current)
+            current = ""
+            continue
+        current += c
+    values.append(current)
+    if any(not v.strip() for v in values):
+        raise ValueError(f"--sweep {text!r} has an empty value")
+    return name.strip(), [parse_value(v.strip()) for v in values]
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -169,10 +227,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         params["profile"] = args.profile
     try:
         if args.sweep:
-            name, _, values = args.sweep.partition("=")
-            if not values:
-                raise ValueError(f"--sweep takes NAME=V1,V2,...; got {args.sweep!r}")
-            base, table = run_sweep(name, [parse_value(v) for v in values.split(",")], params, quick=args.quick,
+            name, values = parse_sweep(args.sweep)
+            base, table = run_sweep(name, values, params, quick=args.quick,
                                     output=args.output, only=args.only, timeout=args.timeout)
             print(table.round(4).to_string())
             print(f"[alignnb] sweep summary: {base / 'sweep_summary.csv'}")
@@ -187,9 +243,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_collect(args: argparse.Namespace) -> int:
-    from . import demos
-
-    d = demos.collect_demos(args.levels, args.episodes, args.seed, args.workers, args.data_dir, args.force)
+    try:
+        d = demos.collect_demos(args.levels, args.episodes, args.seed, args.workers, args.data_dir, args.force)
+    except (ValueError, demos.DemoCollectionError) as exc:
+        print(f"alignnb collect: {exc}", file=sys.stderr)
+        return 1
     print(d)
     print(demos.summarize(d).to_string())
     return 0
@@ -202,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="execute the numbered notebooks with papermill")
     run.add_argument("--quick", action="store_true", help="small, fast run (minutes)")
-    run.add_argument("--profile", choices=["offline", "paper", "paper-small"],
+    run.add_argument("--profile", choices=sorted(registry.PROFILES),
                      help="model profile of notebooks 03-05 (paper needs the Hugging Face hub)")
     run.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
                      help="a notebook parameter; VALUE is read as a Python literal when it is one")

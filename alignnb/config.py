@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import platform
 import random
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+import torch
 
 #: The repository root when the package is installed in development mode (``pip install -e .``).
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -62,13 +64,9 @@ def notebooks_dir() -> Path:
 
 
 def set_seed(seed: int) -> None:
-    """Seed python's ``random``, numpy's global generator and torch (if imported)."""
+    """Seed python's ``random``, numpy's global generator and torch."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return
     torch.manual_seed(seed)
 
 
@@ -82,8 +80,6 @@ def package_version(name: str) -> str:
 
 def versions() -> dict[str, str]:
     """Versions that go into every artifact's metadata."""
-    import platform
-
     return {
         "alignnb": package_version("alignnb"),
         "minigrid": package_version("minigrid"),
@@ -110,18 +106,3 @@ def episode_seed(base_seed: int, level: str, index: int, split: str = "demo") ->
     digest = hashlib.blake2b(f"{base_seed}|{level}|{index}".encode(), digest_size=4).digest()
     h = int.from_bytes(digest, "little") & 0x3FFFFFFF  # 30 bits
     return 2 * h + SPLIT_SALT[split]
-
-
-#: Sizes of a quick run (tests, CI, a first look): small enough for seconds, big enough to run every cell.
-QUICK_EPISODES_PER_LEVEL = 60
-QUICK_SENTENCE_PATIENCE = 300
-
-
-def effective_episodes(episodes_per_level: int, quick: bool) -> int:
-    """Episodes per level for a run: the quick size when ``quick``, else as given."""
-    return min(int(episodes_per_level), QUICK_EPISODES_PER_LEVEL) if quick else int(episodes_per_level)
-
-
-def effective_patience(patience: int, quick: bool) -> int:
-    """Sentence-search patience for a run: the quick size when ``quick``, else as given."""
-    return min(int(patience), QUICK_SENTENCE_PATIENCE) if quick else int(patience)

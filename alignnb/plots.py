@@ -17,8 +17,13 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
+from matplotlib.colors import to_rgb
+from scipy.cluster.hierarchy import linkage
+from scipy.spatial.distance import squareform
 
-from . import config, io
+from . import config, io, metrics
+from .registry import family_of
 
 #: One fixed colour per model family (Okabe-Ito, colour-blind safe).
 FAMILY_COLORS = {
@@ -34,8 +39,6 @@ LEVEL_COLORS = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00"
 
 def set_style() -> None:
     """The study's one style: seaborn ticks, colour-blind palette, TrueType fonts in PDFs."""
-    import seaborn as sns
-
     sns.set_theme(style="ticks", context="notebook", palette=LEVEL_COLORS)
     plt.rcParams.update({
         "pdf.fonttype": 42, "ps.fonttype": 42, "figure.dpi": 100, "savefig.dpi": 150,
@@ -231,8 +234,7 @@ def confusion(matrix: np.ndarray, names: Sequence[str]) -> tuple[plt.Figure, plt
 
 
 def family_color(key: str) -> str:
-    from .analysis import family_of
-
+    """The colour of a model's family."""
     return FAMILY_COLORS.get(family_of(key), "#000000")
 
 
@@ -245,10 +247,6 @@ def model_styles(keys: Sequence[str]) -> dict[str, dict[str, Any]]:
 
     Models of one family stay recognisable as a family yet are told apart in line plots.
     """
-    from matplotlib.colors import to_rgb
-
-    from .analysis import family_of
-
     seen: dict[str, int] = {}
     styles = {}
     for key in dict.fromkeys(keys):
@@ -287,10 +285,6 @@ def embedding_sanity(spaces: Mapping[str, Any]) -> tuple[plt.Figure, np.ndarray]
 
 def precision_heatmap(matrix: pd.DataFrame, k: int = 15, title: str | None = None):
     """Clustered heatmap of a symmetric precision@k matrix, rows coloured by model family."""
-    import seaborn as sns
-    from scipy.cluster.hierarchy import linkage
-    from scipy.spatial.distance import squareform
-
     dist = 1 - matrix.to_numpy()
     np.fill_diagonal(dist, 0)
     link = linkage(squareform(np.clip((dist + dist.T) / 2, 0, None), checks=False), method="average")
@@ -409,15 +403,7 @@ def procrustes_picture(A: np.ndarray, B: np.ndarray, labels: Sequence[str], name
                        max_lines: int = 200, seed: int = 0) -> tuple[plt.Figure, plt.Axes]:
     """A mapped onto B by Procrustes (common PCA dimension), both shown in B's first two principal
     axes, with a line from each sentence's mapped A point to its B point."""
-    from . import metrics
-
-    A, B = np.asarray(A, np.float64), np.asarray(B, np.float64)
-    m = min(A.shape[1], B.shape[1], len(A) - 1)
-    Za, _ = metrics._pca(A - A.mean(0), m)
-    Zb, _ = metrics._pca(B - B.mean(0), m)
-    Za, Zb = Za / np.linalg.norm(Za), Zb / np.linalg.norm(Zb)
-    R, s = metrics._orthogonal_map(Za, Zb)
-    mapped = s * Za @ R
+    mapped, Zb, s = metrics.procrustes_map(np.asarray(A, np.float64), np.asarray(B, np.float64))
     pa, pb = mapped[:, :2], Zb[:, :2]  # Zb's columns are B's principal axes
     fig, ax = plt.subplots(figsize=(6, 5))
     rng = np.random.default_rng(seed)

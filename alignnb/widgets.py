@@ -11,17 +11,19 @@ output (HTML + figure) for batch runs.
 from __future__ import annotations
 
 import html
+import io
 from collections.abc import Mapping
 from typing import Any
 
+import ipywidgets as w
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from IPython.display import HTML, display
+from matplotlib.patches import Rectangle
 
-from . import analysis, metrics
-from .encoders import Embeddings
-
-METRIC_NAMES = {"precision": "precision@k", "cka": "linear CKA", "rsa": "RSA (Spearman)",
-                "procrustes_disparity": "Procrustes disparity"}
+from . import analysis, metrics, nulls
+from .embeddings import Embeddings, check_all
 
 
 class Explorer:
@@ -30,13 +32,10 @@ class Explorer:
     def __init__(self, spaces: Mapping[str, Embeddings], model_a: str | None = None, model_b: str | None = None,
                  k: int = 15, metric: str = "precision", sentence: str | None = None, n_perm: int = 200,
                  seed: int = 0):
-        import ipywidgets as w
-
         self.spaces = dict(spaces)
-        keys = list(self.spaces)
+        keys = check_all(self.spaces)
         if len(keys) < 2:
             raise ValueError("the explorer needs at least two embedding sets")
-        analysis._check_all(self.spaces)
         self.sentences = self.spaces[keys[0]].sentences
         self.n_perm, self.seed = n_perm, seed
         self._knn: dict[tuple[str, int], np.ndarray] = {}
@@ -45,8 +44,8 @@ class Explorer:
         self.model_a = w.Dropdown(options=keys, value=model_a or keys[0], description="space A")
         self.model_b = w.Dropdown(options=keys, value=model_b or keys[1], description="space B")
         self.k = w.IntSlider(value=min(k, n - 1), min=1, max=min(50, n - 1), description="k")
-        self.metric = w.ToggleButtons(options=[(v, k_) for k_, v in METRIC_NAMES.items()], value=metric,
-                                      description="metric")
+        self.metric = w.ToggleButtons(options=[(m.display("k"), name) for name, m in metrics.METRICS.items()],
+                                      value=metrics.get_metric(metric).name, description="metric")
         self.sentence = w.Dropdown(options=self.sentences, value=sentence or self.sentences[0],
                                    description="instruction", layout=w.Layout(width="520px"))
         self.score_html = w.HTML()
@@ -70,19 +69,16 @@ class Explorer:
         """The selected metric for spaces a and b, with its permutation null (mean, 95% band)."""
         a, b = a or self.model_a.value, b or self.model_b.value
         k, metric = k or self.k.value, metric or self.metric.value
-        cache_key = (a, b, k if metric == "precision" else None, metric)
+        cache_key = (a, b, k if metrics.get_metric(metric).uses_k else None, metric)
         if cache_key not in self._scores:
             A, B = self.spaces[a].vectors, self.spaces[b].vectors
-            n_perm = self.n_perm if metric == "precision" else max(20, self.n_perm // 10)
-            if metric == "precision":
-                res = metrics.permutation_null(metrics.precision_at_k, A, B, n_perm=n_perm, seed=self.seed, k=k)
-            else:
-                fn = {"cka": metrics.cka, "rsa": metrics.rsa, "procrustes_disparity": metrics.procrustes_disparity}[metric]
-                res = metrics.permutation_null(fn, A, B, n_perm=n_perm, seed=self.seed)
+            m = metrics.get_metric(metric)
+            n_perm = self.n_perm if m.uses_k else max(20, self.n_perm // 10)  # the others recompute per permutation
+            res = nulls.permutation_null(m, A, B, k, n_perm=n_perm, seed=self.seed)
             self._scores[cache_key] = {"a": a, "b": b, "k": k, "metric": metric, "value": res.observed,
                                        "null_mean": res.null_mean, "null_low": float(np.percentile(res.null, 2.5)),
                                        "null_high": float(np.percentile(res.null, 97.5)), "p_value": res.p_value,
-                                       "chance": metrics.chance_precision(len(A), k) if metric == "precision" else None}
+                                       "chance": metrics.chance_precision(len(A), k) if m.uses_k else None}
         return self._scores[cache_key]
 
     def neighbours(self, sentence: str | None = None, a: str | None = None, b: str | None = None,
@@ -103,9 +99,6 @@ class Explorer:
 
     def heatmap(self) -> Any:
         """Pairwise matrix of the selected metric over all spaces, the selected pair outlined."""
-        import matplotlib.pyplot as plt
-        from matplotlib.patches import Rectangle
-
         metric, k = self.metric.value, self.k.value
         m = analysis.pairwise_matrix(self.spaces, metric, k)
         keys = list(m.index)
@@ -120,15 +113,14 @@ class Explorer:
         ia, ib = keys.index(self.model_a.value), keys.index(self.model_b.value)
         for r, c in ((ia, ib), (ib, ia)):
             ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, ec="#D55E00", lw=2.5))
-        label = METRIC_NAMES[metric].replace("k", str(k)) if metric == "precision" else METRIC_NAMES[metric]
-        fig.colorbar(im, ax=ax, fraction=0.046, label=label)
+        fig.colorbar(im, ax=ax, fraction=0.046, label=metrics.get_metric(metric).display(k))
         fig.tight_layout()
         return fig
 
     # -- rendering ---------------------------------------------------------------------
     def score_text(self) -> str:
         s = self.score()
-        name = f"precision@{s['k']}" if s["metric"] == "precision" else METRIC_NAMES[s["metric"]]
+        name = metrics.get_metric(s["metric"]).display(s["k"])
         chance = f"; chance {s['chance']:.3f}" if s["chance"] is not None else ""
         return (f"<b>{html.escape(s['a'])}</b> vs <b>{html.escape(s['b'])}</b>: {name} = <b>{s['value']:.3f}</b> "
                 f"(permutation null {s['null_mean']:.3f}, 95% band {s['null_low']:.3f}-{s['null_high']:.3f}, "
@@ -148,14 +140,10 @@ class Explorer:
 
     def refresh(self) -> None:
         """Recompute the score, the neighbour table and the heatmap image for the current selection."""
-        import io as _io
-
-        import matplotlib.pyplot as plt
-
         self.score_html.value = self.score_text()
         self.neighbours_html.value = self.neighbours_html_table()
         fig = self.heatmap()
-        buf = _io.BytesIO()
+        buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=90)
         plt.close(fig)
         self.heatmap_png.value = buf.getvalue()
@@ -165,8 +153,6 @@ class Explorer:
 
     def static(self) -> Any:
         """Display the current selection as plain output (for headless runs); returns the heatmap figure."""
-        from IPython.display import HTML, display
-
         display(HTML(self.score_text()))
         display(HTML(self.neighbours_html_table()))
         return self.heatmap()

@@ -4,7 +4,7 @@ Measured side by side in one run:
   bare loop   bot.replan + env.step, nothing recorded (one process)
   collect w=1 collect_demos with 1 worker (records, stacks and writes the data set)
   collect w=2 the same with 2 worker processes
-Goals (issue 2): storage costs under 15% of the bare loop; 2 workers >= 1.7x one.
+Goals: storage costs under 15% of the bare loop; 2 workers >= 1.7x one.
 
     .venv/bin/python benchmarks/bench_demos.py [episodes_per_level]
 """

@@ -14,7 +14,7 @@ from __future__ import annotations
 import tempfile
 import time
 
-from alignnb import config, encoders, instructions
+from alignnb import config, encoders, instructions, registry
 
 
 def main() -> None:
@@ -24,12 +24,12 @@ def main() -> None:
         print(f"{'model':14s}{'first load s':>13s}{'cached load s':>14s}{'ratio':>7s} | {'pooling':>8s}{'sent/s':>8s}"
               f"{'cache hit s':>12s}")
         for key in ("minilm-l6", "smollm2-135m", "gemma3-270m"):
-            spec = encoders.get_spec(key)
+            spec = registry.get_spec(key)
             try:
                 t0 = time.perf_counter()
                 encoders.load_hf(spec, "cpu", tmp)
                 first = time.perf_counter() - t0
-            except encoders.ModelUnavailable as exc:
+            except registry.ModelUnavailable as exc:
                 print(f"{key:14s} unavailable: {exc}")
                 continue
             t0 = time.perf_counter()

@@ -9,7 +9,7 @@ is skipped where its n x n arrays would not fit in this machine's memory.
 The study's precision@k counts a tie for the k-th place fractionally (``ties="fractional"``);
 the integer top-k path (``ties="index"``) is timed beside it, to show what that costs.
 
-Goals (issue 5): within 1.3x of the floor's time; at least 10x less memory than (a) beyond the
+Goals: within 1.3x of the floor's time; at least 10x less memory than (a) beyond the
 inputs; n = 50k at d = 4096 runs on a 24 GiB machine.
 
     .venv/bin/python benchmarks/bench_metrics.py                   # n = 1k, 10k, 50k; d = 1024, 4096

@@ -7,7 +7,7 @@ Measured side by side in one run, on the same demonstrations:
   alignnb      the study's agent: each distinct instruction encoded once per batch, per-cell
                MLP with FiLM, causal transformer memory over whole episodes
 Both are timed for the same wall-clock budget (forward + backward + AdamW step); throughput
-is frames/s. Evaluation: episodes/s of train.evaluate (batched environments, cached memory).
+is frames/s. Evaluation: episodes/s of rollouts.evaluate (batched environments, cached memory).
 
     .venv/bin/python benchmarks/bench_train.py [seconds_per_model]
 """
@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from alignnb import config, demos, train
+from alignnb import config, demos, rollouts, train
 from alignnb.agent import Agent, Vocabulary, count_parameters
 
 
@@ -84,7 +84,7 @@ def time_agent(data, vocab, seconds):
     frames, steps, t0 = 0, 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         b = batches.batch(rng.integers(0, len(batches), 96))
-        loss = F.cross_entropy(train._forward(agent, b), b["actions"])
+        loss = F.cross_entropy(train.forward_batch(agent, b), b["actions"])
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -101,7 +101,7 @@ def main(seconds: float = 30.0) -> None:
         n_par, s_naive, f_naive = time_naive(data, vocab, seconds)
         agent, a_par, s_agent, f_agent = time_agent(data, vocab, seconds)
     t0 = time.perf_counter()
-    table, per = train.evaluate(agent, levels, 100, seed=0)
+    table, per = rollouts.evaluate(agent, levels, 100, seed=0)
     dt = time.perf_counter() - t0
     print(f"training throughput, {seconds:.0f} s each, torch threads = {torch.get_num_threads()}")
     print(f"{'':34s}{'params':>10s}{'steps/s':>9s}{'frames/s':>10s}{'ratio':>8s}")

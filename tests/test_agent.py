@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from alignnb import config, train
+from alignnb import config, encoders, runs, train
 from alignnb.agent import Agent, AgentConfig, Vocabulary, count_parameters
 from conftest import LEVELS
 
@@ -31,9 +31,9 @@ def test_embedding_shapes_and_layers():
     e = agent.embed_instructions(SENTENCES)
     assert e.shape == (4, SMALL.d_model) and e.dtype == np.float32 and np.isfinite(e).all()
     layers = agent.embed_instruction_layers(SENTENCES)
-    assert set(layers) == {"final", 0, 1}
+    assert set(layers) == {"last", 0, 1}
     assert all(v.shape == (4, SMALL.d_model) for v in layers.values())
-    assert np.array_equal(layers["final"], e)
+    assert np.array_equal(layers["last"], e)
 
 
 def test_padding_does_not_change_an_embedding():
@@ -63,7 +63,7 @@ def test_cached_acting_equals_the_training_forward(small_demos):
     batches = train.EpisodeBatches(small_demos, agent.vocab, agent.cfg.max_words, rows)
     b = batches.batch(np.arange(8))
     with torch.no_grad():
-        full = train._forward(agent, b)
+        full = train.forward_batch(agent, b)
         instr = agent.instruction(b["ids"])[b["mission"]]
     T, slot = b["max_len"], b["slot"].numpy()
     ep, t = slot // T, slot % T
@@ -88,7 +88,7 @@ def test_overfits_a_tiny_data_set(small_demos):
     opt = torch.optim.AdamW(agent.parameters(), lr=3e-3)
     b = data.batch(np.arange(len(data)))
     for _ in range(250):
-        loss = torch.nn.functional.cross_entropy(train._forward(agent, b), b["actions"])
+        loss = torch.nn.functional.cross_entropy(train.forward_batch(agent, b), b["actions"])
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -112,20 +112,24 @@ def test_same_seed_same_weights():
 def test_save_load_round_trip_and_mismatches(tmp_path):
     agent = make_agent()
     path = tmp_path / "a.pt"
-    train.save_agent(agent, path, {"note": 1})
-    again = train.load_agent(path, vocab=agent.vocab, agent_config=SMALL)
+    runs.save_agent(agent, path, {"note": 1})
+    again = runs.load_agent(path, vocab=agent.vocab, agent_config=SMALL)
     np.testing.assert_array_equal(again.embed_instructions(SENTENCES), agent.embed_instructions(SENTENCES))
     with pytest.raises(ValueError, match="another vocabulary"):
-        train.load_agent(path, vocab=Vocabulary.from_sentences(["go to the green box"]))
+        runs.load_agent(path, vocab=Vocabulary.from_sentences(["go to the green box"]))
     with pytest.raises(ValueError, match="another agent configuration.*d_model"):
-        train.load_agent(path, agent_config=replace(SMALL, d_model=64))
+        runs.load_agent(path, agent_config=replace(SMALL, d_model=64))
     with pytest.raises(FileNotFoundError, match="02_train_agent"):
-        train.load_agent(tmp_path / "missing.pt")
+        runs.load_agent(tmp_path / "missing.pt")
 
 
-def test_missing_demonstrations_say_how_to_make_them(tmp_path):
+def test_missing_demonstrations_and_runs_say_how_to_make_them(tmp_path):
+    from alignnb import study
+
     with pytest.raises(FileNotFoundError, match="01_collect_demos"):
-        train.find_demos(LEVELS, 123, 0, tmp_path)
+        study.load_demos(study.StudyConfig(episodes_per_level=123), tmp_path)
+    with pytest.raises(FileNotFoundError, match="02_train_agent"):
+        runs.load_run(tmp_path / "agents" / "nothing")
 
 
 def test_lr_schedule():
@@ -136,10 +140,15 @@ def test_lr_schedule():
     assert all(train.lr_at(s, tc) >= train.lr_at(s + 1, tc) for s in range(100, 999))
 
 
+QUICK_RECIPE = replace(train.TrainConfig(), steps=40, batch_episodes=32, warmup=10, val_every=20, eval_every=0,
+                       checkpoint_every=20)
+
+
 def test_train_resume_and_evaluate(small_demos, data_root, monkeypatch):
-    tc = replace(train.quick_config(), steps=40, checkpoint_every=20)
-    args = (LEVELS, 30, 7, SMALL, tc, 0, data_root)
+    tc = QUICK_RECIPE
+    args = (small_demos, SMALL, tc, 0, data_root)
     run = train.train_agent(*args, final_eval_episodes=6, progress=False)
+    assert run.path.name == runs.run_key(small_demos.key, SMALL, tc, 0)
     assert (run.path / "agent.pt").exists() and (run.path / "untrained.pt").exists()
     assert not (run.path / "state.pt").exists()
     assert run.meta["metrics"]["steps"] == 40
@@ -160,29 +169,34 @@ def test_train_resume_and_evaluate(small_demos, data_root, monkeypatch):
     state = torch.load(run.path / "state.pt", weights_only=False)
     assert state["step"] == 20
     monkeypatch.setattr(train, "evaluate", real_evaluate)
-    (run.path / "agent.pt").unlink()
+    (run.path / "meta.json").unlink()
     resumed = train.train_agent(*args, final_eval_episodes=6, progress=False)
     for name, p in run.agent.state_dict().items():  # bit for bit: CPU training is deterministic
         assert torch.equal(resumed.agent.state_dict()[name], p), name
 
 
 def test_replicate_is_the_same_recipe_from_the_next_seed(small_demos, data_root, tmp_path):
-    from alignnb import encoders
+    from alignnb import study
 
-    tc = replace(train.quick_config(), steps=20)
-    run = train.train_agent(LEVELS, 30, 7, SMALL, tc, 0, data_root, final_eval_episodes=2, progress=False)
+    cfg = study.StudyConfig(seed=7, episodes_per_level=30, quick=True, d_model=32, n_layers=1, memory_layers=1,
+                            steps=20, eval_episodes=2, replicate=False)
+    assert cfg.demos_key == small_demos.key  # derived from the parameters, no disk read
+    run, none = study.train_agents(cfg, data_root, progress=False)
+    assert none is None and run.path.name == cfg.agent_key()
     sentences = list(small_demos.missions[:12])
     # before it exists, the replicate is skipped with a reason, never replaced by the agent itself
-    done, _, skipped = encoders.study_embeddings(["agent", "agent-replicate"], sentences, agent_run=run.path,
+    done, _, skipped = encoders.study_embeddings(["agent", "agent-replicate"], sentences,
+                                                 agent_checkpoints=cfg.agent_checkpoints(data_root),
                                                  data_dir=tmp_path, progress=False)
     assert list(done) == ["agent"] and "replicate = True" in skipped["agent-replicate"]
-    twin = train.train_replicate(run, progress=False)
-    assert twin.path == train.replicate_dir(run.path) != run.path
+    again, twin = study.train_agents(replace(cfg, replicate=True), data_root, progress=False)
+    assert again.path == run.path and twin.path.name == cfg.agent_key(replicate=True) != run.path.name
     p, q = run.meta["params"], twin.meta["params"]
-    assert q["seed"] == p["seed"] + train.REPLICATE_OFFSET
+    assert q["seed"] == p["seed"] + study.REPLICATE_OFFSET
     assert {k: v for k, v in q.items() if k != "seed"} == {k: v for k, v in p.items() if k != "seed"}
     assert any(not torch.equal(a, b) for a, b in zip(run.agent.parameters(), twin.agent.parameters()))
-    emb = encoders.embed("agent-replicate", sentences, agent_run=run.path, data_dir=tmp_path, progress=False)
+    emb = encoders.embed("agent-replicate", sentences, agent_checkpoints=cfg.agent_checkpoints(data_root),
+                         data_dir=tmp_path, progress=False)
     np.testing.assert_allclose(emb.vectors, twin.agent.embed_instructions(sentences), atol=1e-6)
 
 
@@ -201,7 +215,7 @@ def test_gradients_are_bit_identical_between_two_backward_passes(small_demos):
 
     def gradients() -> list[torch.Tensor]:
         agent.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(train._forward(agent, b), b["actions"]).backward()
+        torch.nn.functional.cross_entropy(train.forward_batch(agent, b), b["actions"]).backward()
         return [p.grad.clone() for p in agent.parameters()]
 
     first = gradients()

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from alignnb import analysis, metrics
-from alignnb.encoders import Embeddings
+from alignnb.embeddings import Embeddings
 from alignnb.instructions import SentenceSet
 
 
@@ -52,12 +52,23 @@ def test_pairwise_matrix(planted):
 def test_summary_and_curves(planted):
     _, spaces, _ = planted
     s = analysis.summary_table(spaces, "agent", k=5, n_perm=99, n_boot=20).set_index("model")
-    assert list(s.columns) == ["family", "precision_at_5", "ci_low", "ci_high", "null_mean", "p_value",
+    assert list(s.columns) == ["family", "k", "precision", "ci_low", "ci_high", "null_mean", "p_value",
                                "procrustes_disparity", "retrieval_top1", "cka"]
+    assert (s["k"] == 5).all()
     assert s.loc["smollm2-135m", "p_value"] == pytest.approx(0.01)
     assert s.loc["smollm2-135m", "family"] == "decoder LLM" and s.loc["agent-untrained", "family"] == "control"
     assert s.loc["agent-untrained", "null_mean"] == pytest.approx(5 / 35, abs=0.05)
-    assert s.loc["smollm2-135m", "ci_low"] <= s.loc["smollm2-135m", "precision_at_5"] + 0.1
+    for model in s.index:  # the query interval is about the estimate's own statistic: it contains it
+        assert s.loc[model, "ci_low"] <= s.loc[model, "precision"] <= s.loc[model, "ci_high"]
+    assert s.loc["smollm2-135m", "ci_low"] > s.loc["agent-untrained", "ci_high"]
+    lines = analysis.headline_lines(s.reset_index(), pd.DataFrame({"comparison": ["x"], "survives_every_choice": [True]}),
+                                    n=36)
+    assert "**smollm2-135m**" in lines[0] and "precision@5" in lines[0] and "chance 0.143" in lines[0]
+    assert any(line.startswith("- Control agent-untrained (floor") for line in lines) and lines[-1].endswith("x.")
+    paper = analysis.paper_comparison(s.reset_index()).set_index("model")
+    assert paper.loc["smollm2-135m", "paper_family"] == "LLaMA" and paper.loc["smollm2-135m", "k"] == 5
+    assert analysis.spaces_to_picture(["agent-untrained", "smollm2-135m", "agent"], "agent", limit=2) == [
+        "agent", "smollm2-135m"]
     c = analysis.precision_vs_k(spaces, "agent", ks=[1, 5, 10], n_perm=30)
     assert set(c["model"]) == {"smollm2-135m", "agent-untrained"}
     row = c[(c["model"] == "smollm2-135m") & (c["k"] == 10)].iloc[0]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nbformat
 import pandas as pd
 import pytest
@@ -44,7 +46,14 @@ def test_parse_value_and_run_names():
     assert cli.parse_value("3") == 3 and cli.parse_value("false") is False and cli.parse_value("[1, 2]") == [1, 2]
     assert cli.parse_value("BabyAI-GoToLocal-v0") == "BabyAI-GoToLocal-v0"
     assert cli.run_name(False, {}) == "default"
-    assert cli.run_name(True, {"seed": 1}) == "quick_seed=1"
+    assert cli.run_name(True, {"seed": 1}).startswith("quick_seed=1_")
+    # names are unique: settings that read alike after character replacement do not share a folder
+    assert cli.run_name(False, {"models": ["a/b"]}) != cli.run_name(False, {"models": ["a-b"]})
+    assert cli.parse_sweep("seed=0,1") == ("seed", [0, 1])
+    assert cli.parse_sweep('models=["a","b"],["c"]') == ("models", [["a", "b"], ["c"]])
+    for bad in ("seed=0,,1", "seed=", "=1,2", "seed"):
+        with pytest.raises(ValueError, match="--sweep"):
+            cli.parse_sweep(bad)
 
 
 def test_sweep_summary(tmp_path):
@@ -53,8 +62,45 @@ def test_sweep_summary(tmp_path):
         fig = tmp_path / f"seed={seed}" / "figures"
         fig.mkdir(parents=True)
         pd.DataFrame({"level": ["L"], "success_rate": [sr], "episodes": [10]}).to_csv(fig / "agent_success.csv", index=False)
-        pd.DataFrame({"model": ["m"], "precision_at_15": [p]}).to_csv(fig / "alignment_summary.csv", index=False)
+        pd.DataFrame({"model": ["m"], "k": [15], "precision": [p]}).to_csv(fig / "alignment_summary.csv", index=False)
         dirs[seed] = tmp_path / f"seed={seed}"
     table = cli.sweep_summary(dirs, "seed")
     assert table.loc["success L", "mean"] == pytest.approx(0.95)
     assert table.loc["precision@15 agent vs m", "sd"] == pytest.approx(0.1414, abs=1e-3)
+
+
+def test_bad_parameters_fail_before_any_notebook(tmp_path, monkeypatch):
+    started = []
+    monkeypatch.setattr(cli.papermill, "execute_notebook", lambda *a, **k: started.append(a))
+    for params, message in [({"k": 0}, "k=0"), ({"seed": 1.5}, "seed must be an integer"),
+                            ({"profile": "gpt"}, "unknown profile"), ({"models": "minilm-l6"}, "list of strings"),
+                            ({"replicate": "no"}, "True or False"), ({"sede": 1}, "unknown parameter"),
+                            ({"quick": True}, "use --quick"), ({"output_dir": "x"}, "use --output")]:
+        with pytest.raises(ValueError, match=message):
+            cli.run_notebooks(params, quick=True, output=tmp_path / "run", progress=False)
+    with pytest.raises(ValueError, match="no notebook starts with"):
+        cli.run_notebooks({}, quick=True, output=tmp_path / "run", only=["99"], progress=False)
+    assert started == []
+
+
+def test_each_notebook_receives_its_parameters_and_the_study(tmp_path, monkeypatch):
+    calls = {}
+    monkeypatch.setattr(cli.papermill, "execute_notebook",
+                        lambda src, out, parameters, **k: calls.setdefault(Path(src).name[:2], parameters))
+    cli.run_notebooks({"k": 5, "episodes_per_level": 100}, quick=True, output=tmp_path / "run", progress=False)
+    assert calls["04"]["k"] == 5 and "episodes_per_level" not in calls["04"]
+    assert calls["04"]["study"]["episodes_per_level"] == 100 and calls["01"]["episodes_per_level"] == 100
+    assert all(c["quick"] is True and c["study"]["quick"] is True for c in calls.values())
+    assert calls["05"]["interactive"] is False and calls["01"]["output_dir"].endswith("figures")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sweep", ["k=5,15", "seed=0,1"])
+def test_quick_sweeps_produce_a_summary(sweep, data_root, tmp_path, capsys):
+    assert cli.main(["run", "--quick", "--sweep", sweep, "--output", str(tmp_path / "sweep")]) == 0
+    table = pd.read_csv(tmp_path / "sweep" / "sweep_summary.csv", index_col=0)
+    name, values = cli.parse_sweep(sweep)
+    assert [str(v) for v in values] == [c for c in table.columns if c not in ("mean", "sd")]
+    shown = [q for q in table.index if q.startswith("precision@")]
+    assert shown and table.loc[shown].notna().all().all()
+    assert all(q.startswith("precision@k " if name == "k" else "precision@15 ") for q in shown)

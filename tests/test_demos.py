@@ -29,6 +29,11 @@ def test_round_trip_matches_a_replay(small_demos):
         assert replay["mission"] == ep["mission"]
         for k in ("images", "directions", "actions"):
             assert np.array_equal(replay[k], frames[k])
+    # the rendered replay plays the same episode: same actions, one frame more than actions
+    ep = d.episodes.loc[0]
+    mission, rgb, actions = demos.render_episode(ep["level"], int(ep["seed"]))
+    assert mission == ep["mission"] and actions == demos.episode_frames(d, 0)["actions"].tolist()
+    assert len(rgb) == len(actions) + 1 and rgb[0].ndim == 3
 
 
 def test_every_stored_episode_is_a_bot_success(small_demos):

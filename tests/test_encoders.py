@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from alignnb import encoders
-from alignnb.encoders import ModelSpec
+from alignnb import encoders, registry
+from alignnb.embeddings import Embeddings, check_same_sentences
+from alignnb.registry import ModelSpec, ModelUnavailable
 
 SENTENCES = ["go to the red ball", "pick up a key", "put the blue box next to the grey key on your left",
              "open the door", "go to a ball"]
@@ -138,34 +139,39 @@ def test_cache_hits_and_misses(tiny_models, tmp_path, monkeypatch):
 
 
 def test_registry_and_unavailable_models(tmp_path):
-    assert set(encoders.profile_models("offline")) <= set(encoders.REGISTRY)
+    assert set(registry.profile_models("offline")) <= set(registry.REGISTRY)
     with pytest.raises(KeyError, match="smollm2-135m"):
-        encoders.get_spec("smollm2-135")
+        registry.get_spec("smollm2-135")
     with pytest.raises(ValueError, match="already registered"):
-        encoders.register_model(encoders.get_spec("agent"))
+        registry.register_model(registry.get_spec("agent"))
+    assert registry.family_of("minilm-l6") == "encoder LM" and registry.family_of("not-a-model") == "other"
+    assert registry.language_models(["agent", "minilm-l6", "bag-of-attributes", "smollm2-135m"]) == [
+        "minilm-l6", "smollm2-135m"]
     with pytest.raises(ValueError, match="family"):
         ModelSpec("x", "robot", "hf")
-    hub = encoders.get_spec("bert-base")  # no network here: reported, not substituted
+    hub = registry.get_spec("bert-base")  # no network here: reported, not substituted
     done, layers, skipped = encoders.study_embeddings(["bag-of-attributes", "bert-base"], SENTENCES,
                                                       data_dir=tmp_path, progress=False)
     assert list(done) == ["bag-of-attributes"] and "bert-base" in skipped and "hub" in skipped["bert-base"]
     assert hub.paper_family == "BERT"
     missing = ModelSpec("nowhere", "decoder LLM", "gguf", "no_such_package_xyz:model.gguf")
-    with pytest.raises(encoders.ModelUnavailable, match="not installed"):
+    with pytest.raises(ModelUnavailable, match="not installed"):
         encoders.embed(missing, SENTENCES, data_dir=tmp_path)
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        encoders.embed("bag-of-attributes", SENTENCES, pooling="garbage", data_dir=tmp_path)
 
 
 def test_embeddings_round_trip_and_sentence_checks(tmp_path):
-    e = encoders.Embeddings("m", SENTENCES, np.ones((5, 3), np.float32), {"a": 1})
+    e = Embeddings("m", SENTENCES, np.ones((5, 3), np.float32), {"a": 1})
     e.save(tmp_path / "e.npz")
-    f = encoders.Embeddings.load(tmp_path / "e.npz")
+    f = Embeddings.load(tmp_path / "e.npz")
     assert f.sentences == SENTENCES and f.meta == {"a": 1} and np.array_equal(f.vectors, e.vectors)
     with pytest.raises(ValueError, match="differ at sentence 0"):
-        encoders.check_same_sentences(e, encoders.Embeddings("n", SENTENCES[::-1], e.vectors))
+        check_same_sentences(e, Embeddings("n", SENTENCES[::-1], e.vectors))
     with pytest.raises(ValueError, match="5 sentences"):
-        encoders.check_same_sentences(e, encoders.Embeddings("n", SENTENCES[:4], e.vectors[:4]))
+        check_same_sentences(e, Embeddings("n", SENTENCES[:4], e.vectors[:4]))
     with pytest.raises(ValueError, match="vectors for"):
-        encoders.Embeddings("m", SENTENCES, np.ones((4, 3)))
+        Embeddings("m", SENTENCES, np.ones((4, 3)))
 
 
 @pytest.mark.slow
@@ -173,7 +179,7 @@ def test_embeddings_round_trip_and_sentence_checks(tmp_path):
 def test_real_offline_models(key, dim, data_root):
     try:
         e = encoders.embed(key, SENTENCES, data_dir=data_root, progress=False)
-    except encoders.ModelUnavailable as exc:  # pragma: no cover - make test installs the packs
+    except ModelUnavailable as exc:  # pragma: no cover - make test installs the packs
         pytest.fail(f"offline model pack missing: {exc}")
     assert e.vectors.shape == (len(SENTENCES), dim) and np.isfinite(e.vectors).all()
     sim = e.vectors @ e.vectors.T / np.outer(*(2 * [np.linalg.norm(e.vectors, axis=1)]))
@@ -183,13 +189,13 @@ def test_real_offline_models(key, dim, data_root):
 def test_adhoc_model_reference_is_the_same_model(tiny_models, tmp_path):
     spec = tiny_models["bert"]
     ref = f"encoder:{spec.location}"
-    adhoc = encoders.get_spec(ref)
+    adhoc = registry.get_spec(ref)
     assert adhoc.family == "encoder LM" and adhoc.location == spec.location and adhoc.pooling == "mean"
     e = encoders.embed(ref, SENTENCES, data_dir=tmp_path, progress=False)
     assert e.model == ref
     np.testing.assert_allclose(e.vectors, encoders.embed_hf(spec, SENTENCES, "mean", "last", progress=False), atol=1e-6)
     (path,) = (tmp_path / "embeddings").glob("*.npz")
     assert "/" not in path.name.removesuffix(".npz") and ":" not in path.name
-    assert encoders.get_spec(f"clip:{spec.location}").arch == "clip"
+    assert registry.get_spec(f"clip:{spec.location}").arch == "clip"
     with pytest.raises(KeyError, match="kind one of"):
-        encoders.adhoc_spec("robot:x")
+        registry.adhoc_spec("robot:x")

@@ -7,7 +7,7 @@ import pytest
 from scipy.spatial import procrustes as scipy_procrustes
 from scipy.stats import ortho_group
 
-from alignnb import metrics
+from alignnb import metrics, nulls
 
 
 def brute_precision(A, B, k):
@@ -86,6 +86,10 @@ def test_procrustes_matches_scipy_and_recovers_a_rotation():
     # different dimensions go through PCA to the common dimension
     D = np.hstack([A @ Q, np.zeros((120, 6))])
     assert metrics.procrustes_disparity(A, D) == pytest.approx(0, abs=1e-9)
+    # the public map: A carried onto B's principal axes; its residual is the disparity
+    mapped, Zb, s = metrics.procrustes_map(A, B)
+    assert mapped.shape == Zb.shape == (120, 10)
+    assert ((mapped - Zb) ** 2).sum() == pytest.approx(ours, rel=1e-9) and 1 - s**2 == pytest.approx(ours, rel=1e-9)
 
 
 def test_cka_values():
@@ -100,23 +104,45 @@ def test_permutation_null_and_intervals():
     rng = np.random.default_rng(11)
     A = rng.normal(size=(200, 16))
     B = A + 0.3 * rng.normal(size=A.shape)
-    fast = metrics.permutation_null(metrics.precision_at_k, A, B, n_perm=50, seed=1, k=10)
-    slow = metrics.permutation_null(lambda a, b, k: metrics.precision_at_k(a, b, k), A, B, n_perm=50, seed=1, k=10)
+    fast = nulls.permutation_null("precision", A, B, k=10, n_perm=50, seed=1)
+    slow = nulls.permutation_null(recomputing_precision(10), A, B, k=10, n_perm=50, seed=1)
     np.testing.assert_allclose(fast.null, slow.null, atol=1e-12)  # relabelling == recomputing
     assert fast.p_value == pytest.approx(1 / 51)
     assert fast.null_mean == pytest.approx(metrics.chance_precision(200, 10), rel=0.3)
-    ci = metrics.bootstrap_ci(metrics.precision_at_k, A, B, n_boot=400, seed=0, k=10)
+    per = metrics.per_sentence_precision(A, B, 10)
+    assert per.mean() == pytest.approx(fast.observed)
+    ci = nulls.query_interval(per, n_boot=400, seed=0)
     assert ci.estimate == pytest.approx(fast.observed)
     assert ci.low < ci.estimate < ci.high  # the interval is about the same statistic as the estimate
-    per = metrics.overlap_from_knn(metrics.knn_indices(A, 10), metrics.knn_indices(B, 10))
     se = per.std(ddof=1) / np.sqrt(len(per))  # normal-theory width for a mean of 200 scores
     assert ci.high - ci.low == pytest.approx(2 * 1.96 * se, rel=0.25)
-    sub = metrics.bootstrap_ci(metrics.cka, A, B, n_boot=30, seed=0)  # no per-sentence score: subsampling
+    sub = nulls.subsample_interval(metrics.cka, A, B, n_boot=30, seed=0)  # no per-sentence score: subsampling
     assert sub.low <= sub.high and sub.estimate == pytest.approx(metrics.cka(A, B))
-    with pytest.raises(ValueError, match="precision_at_k only"):
-        metrics.bootstrap_ci(metrics.cka, A, B, method="queries")
     C = rng.normal(size=(200, 16))
-    assert metrics.permutation_null(metrics.cka, A, C, n_perm=30, seed=0).p_value > 0.05
+    assert nulls.permutation_null("cka", A, C, n_perm=30, seed=0).p_value > 0.05
+    # lower is better for the disparity: a related pair has a small p-value
+    assert nulls.permutation_null("procrustes_disparity", A, B, n_perm=30, seed=0).p_value == pytest.approx(1 / 31)
+    with pytest.raises(ValueError, match="fraction"):
+        nulls.subsample_interval(metrics.cka, A, B, fraction=0)
+
+
+def recomputing_precision(k: int) -> metrics.Metric:
+    """precision@k as a metric that recomputes neighbours for every permutation (the slow reference)."""
+    return metrics.Metric("slow precision", "p@{k}", lambda X, _: X, lambda a, b: metrics.precision_at_k(a, b, k),
+                          lambda X, perm: X[perm], uses_k=True)
+
+
+def test_metric_registry():
+    rng = np.random.default_rng(2)
+    A, B = rng.normal(size=(40, 6)), rng.normal(size=(40, 5))
+    assert set(metrics.METRICS) == {"precision", "cka", "rsa", "procrustes_disparity"}
+    assert metrics.get_metric("precision").score(A, B, 5) == metrics.precision_at_k(A, B, 5)
+    assert metrics.get_metric("cka").score(A, B) == metrics.cka(A, B)
+    assert metrics.get_metric("precision").display(7) == "precision@7"
+    for m in metrics.METRICS.values():  # a space against itself scores the registered identity value
+        assert m.score(A, A, 5) == pytest.approx(m.identical, abs=1e-9)
+    with pytest.raises(ValueError, match="metric must be one of"):
+        metrics.get_metric("cosine")
 
 
 def test_bad_input_is_explained():
@@ -180,8 +206,8 @@ def test_fractional_ties_are_the_expectation_over_random_tie_breaks():
         assert metrics.precision_at_k(bag[p], cont[p], k) == pytest.approx(fractional, abs=1e-12)
     # identical tied spaces agree fully; the permutation null still relabels exactly
     assert metrics.precision_at_k(bag, bag + 0, k) == pytest.approx(1.0)
-    fast = metrics.permutation_null(metrics.precision_at_k, bag, cont, n_perm=20, seed=3, k=k)
-    slow = metrics.permutation_null(lambda a, b, k: metrics.precision_at_k(a, b, k), bag, cont, n_perm=20, seed=3, k=k)
+    fast = nulls.permutation_null("precision", bag, cont, k=k, n_perm=20, seed=3)
+    slow = nulls.permutation_null(recomputing_precision(k), bag, cont, k=k, n_perm=20, seed=3)
     np.testing.assert_allclose(fast.null, slow.null, atol=1e-12)
     with pytest.raises(ValueError, match="ties must be one of"):
         metrics.precision_at_k(bag, cont, k, ties="random")

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from alignnb import cli, config
+from alignnb.study import StudyConfig
 
 NOTEBOOKS = cli.study_notebooks()
 
@@ -25,7 +26,12 @@ def test_notebook_is_clean_and_parameters_parse(path):
     assigned = [n.targets[0].id for n in ast.parse("".join(params[0]["source"])).body]
     # papermill silently drops a line it cannot parse; every assignment must be seen by it
     assert list(cli.notebook_parameters(path)) == assigned
-    assert {"quick", "output_dir"} <= set(assigned)
+    assert {"quick", "output_dir", "seed"} <= set(assigned)
+    # a notebook declares its own stage's parameters, what identifies the study, and run settings only
+    number = int(path.name[:2])
+    own = set(StudyConfig.names(number))
+    assert set(assigned) - {"study", "output_dir", "data_dir", "interactive"} == own
+    assert "study" in assigned
 
 
 def test_runner_rejects_unknown_parameters(tmp_path):
@@ -33,6 +39,7 @@ def test_runner_rejects_unknown_parameters(tmp_path):
         cli.run_notebooks({"sede": 1}, quick=True, output=tmp_path)
 
 
+@pytest.mark.slow
 def test_quick_run_of_notebook_01(data_root, tmp_path):
     before = sorted(p.name for p in config.figures_dir().glob("*"))
     run_dir = cli.run_notebooks(quick=True, output=tmp_path / "run", only=["01"], progress=False)
@@ -45,6 +52,7 @@ def test_quick_run_of_notebook_01(data_root, tmp_path):
     assert any((Path(data_root) / "demos").iterdir())
 
 
+@pytest.mark.slow
 def test_quick_run_of_the_whole_study(data_root, tmp_path):
     """`alignnb run --quick` end to end: every notebook, every figure the README shows."""
     run_dir = cli.run_notebooks(quick=True, output=tmp_path / "run", progress=False)
@@ -56,10 +64,10 @@ def test_quick_run_of_the_whole_study(data_root, tmp_path):
     for table in ("alignment_summary", "sensitivity", "robust_conclusions", "precision_matrix", "paper_comparison"):
         assert f"{table}.csv" in figures, table
     summary = pd.read_csv(run_dir / "figures" / "alignment_summary.csv")
-    assert list(summary.columns) == ["model", "family", "precision_at_15", "ci_low", "ci_high", "null_mean",
+    assert list(summary.columns) == ["model", "family", "k", "precision", "ci_low", "ci_high", "null_mean",
                                      "p_value", "procrustes_disparity", "retrieval_top1", "cka"]
     assert {"agent-untrained", "agent-replicate", "bag-of-attributes", "smollm2-135m", "minilm-l6"} <= set(summary["model"])
-    assert summary["precision_at_15"].between(0, 1).all()
+    assert summary["precision"].between(0, 1).all() and (summary["k"] == 15).all()
     readme = (config.REPO_ROOT / "README.md").read_text()
     import re
 

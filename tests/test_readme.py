@@ -25,11 +25,11 @@ def _same(shown: str | float, stored: float) -> bool:
 def test_readme_results_table_matches_alignment_summary():
     shown = _readme_results()
     summary = pd.read_csv(config.REPO_ROOT / "figures" / "alignment_summary.csv")
-    assert list(shown["model"]) == list(summary["model"])
+    assert list(shown["model"]) == list(summary["model"]) and (summary["k"] == 15).all()
     for (_, r), (_, s) in zip(shown.iterrows(), summary.iterrows()):
         assert r["family"] == s["family"]
         low, high = r["95% CI"].split("-")
-        for shown, col in ((r["precision@15"], "precision_at_15"), (low, "ci_low"), (high, "ci_high"),
+        for shown, col in ((r["precision@15"], "precision"), (low, "ci_low"), (high, "ci_high"),
                            (r["permutation p"], "p_value"), (r["Procrustes disparity"], "procrustes_disparity"),
                            (r["CKA"], "cka")):
             assert _same(shown, s[col]), (s["model"], col, shown, s[col])
