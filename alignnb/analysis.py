@@ -11,15 +11,18 @@ on the order of the sentences.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from itertools import combinations
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
-from . import metrics, nulls
+from . import calibration, metrics, nulls
 from .embeddings import Embeddings, check_all, check_same_sentences
-from .registry import LANGUAGE_FAMILIES, family_of, get_spec, language_models
+from .hygiene import deconfounded_cka, deconfounded_rsa, preprocess
+from .lexical import bag_of_words
+from .registry import family_of, get_spec, language_models
 
 
 def pairwise_matrix(spaces: Mapping[str, Embeddings], metric: str = "precision", k: int = 15) -> pd.DataFrame:
@@ -83,105 +86,80 @@ def layer_sweep(layers: Embeddings, reference: Embeddings, k: int = 15) -> pd.Da
     return pd.DataFrame(rows)
 
 
-def summary_table(spaces: Mapping[str, Embeddings], reference: str = "agent", k: int = 15, n_perm: int = 1000,
-                  n_boot: int = 200, seed: int = 0) -> pd.DataFrame:
-    """The headline table: one row per model compared with ``reference``.
+#: The attributes whose values the headline interval resamples (a crossed design).
+INTERVAL_FACTORS = ("color", "object")
 
-    Columns: model, family, k, precision (precision@k), ci_low, ci_high (95% bootstrap
-    interval over the query sentences, neighbours among all sentences), null_mean, p_value
-    (permutation test), procrustes_disparity, retrieval_top1 (5-fold cross-validated), cka
-    (linear).
+
+def summary_table(spaces: Mapping[str, Embeddings], reference: str = "agent", k: int = 15, n_perm: int = 1000,
+                  n_boot: int = 200, seed: int = 0, attributes: pd.DataFrame | None = None,
+                  ks_auc: Sequence[int] = range(1, 51)) -> pd.DataFrame:
+    """The headline table: one row per model compared with ``reference``, every number beside its null.
+
+    Columns:
+    - k, n, precision (precision@k), chance (k/(n-1)), rnx (R_NX(k), 0 for unrelated spaces),
+      rnx_auc (area under R_NX over log k for ``ks_auc``);
+    - calibrated ((s - tau)/(1 - tau) clipped at 0, tau the null's critical value), null_q95,
+      p_value (global permutation null, ``n_perm`` draws), p_within_level and p_within_verb
+      (restricted nulls: sentences shuffled only within their level / verb);
+    - ci_low, ci_high: 95% pigeonhole bootstrap over colour and object values (a crossed
+      design); ci_low_iid, ci_high_iid: the naive interval over sentences, for comparison;
+      level_balanced: the mean of the per-level precisions;
+    - precision_centred, rnx_centred: the same after mean-centring both spaces;
+    - procrustes_disparity with procrustes_p, retrieval_top1; cka (unbiased linear CKA) with
+      cka_p; cka_biased; rsa; cka_deconfounded and rsa_deconfounded (the bag-of-words
+      similarity regressed out, Cui et al. 2022). The CKA and Procrustes nulls use
+      max(99, n_perm // 5) draws: each recomputes a decomposition.
+
+    ``attributes`` (indexed by sentence, with level, verb, color and object) is needed for the
+    restricted nulls, the attribute interval and the level-balanced mean.
     """
     keys = check_all(spaces)
+    sentences = spaces[reference].sentences
     ref = spaces[reference].vectors
+    n = len(ref)
+    attrs = attributes.loc[sentences] if attributes is not None else None
+    lexical = bag_of_words(sentences)[0]
+    ref_centred = preprocess(ref, "centred")
+    ks_auc = [kk for kk in ks_auc if kk < n - 1]
+    ref_members = {kk: metrics.knn_membership(ref, kk) for kk in ks_auc}
+    n_slow = max(99, n_perm // 5)
     rows = []
-    for key in keys:
-        if key == reference:
-            continue
+    for key in tqdm([key for key in keys if key != reference], desc="headline table", leave=False):
         B = spaces[key].vectors
-        null = nulls.permutation_null("precision", ref, B, k, n_perm=n_perm, seed=seed)
-        ci = nulls.query_interval(metrics.per_sentence_precision(ref, B, k), n_boot=n_boot, seed=seed)
+        cal = calibration.calibrate_precision(ref, B, k, n_perm=n_perm, seed=seed)
+        per = metrics.per_sentence_precision(ref, B, k)
+        iid = nulls.query_interval(per, n_boot=n_boot, seed=seed)
+        row = {"model": key, "family": family_of(key), "k": k, "n": n, "precision": cal.score,
+               "chance": metrics.chance_precision(n, k), "rnx": calibration.rnx(cal.score, n, k),
+               "rnx_auc": calibration.rnx_auc(ks_auc, [calibration.rnx(metrics.overlap_from_membership(
+                   ref_members[kk], metrics.knn_membership(B, kk)).mean(), n, kk) for kk in ks_auc]),
+               "calibrated": cal.calibrated, "null_q95": float(np.percentile(cal.null, 95)), "p_value": cal.p_value}
+        if attrs is not None:
+            for name, column in (("p_within_level", "level"), ("p_within_verb", "verb")):
+                row[name] = nulls.permutation_null("precision", ref, B, k, n_perm, seed, strata=attrs[column]).p_value
+            ci = nulls.attribute_bootstrap_ci(per, {f: attrs[f].to_numpy() for f in INTERVAL_FACTORS},
+                                              n_boot=n_boot, seed=seed)
+            row.update(ci_low=ci.low, ci_high=ci.high, level_balanced=nulls.level_balanced_mean(per, attrs["level"]))
+        row.update(ci_low_iid=iid.low, ci_high_iid=iid.high)
+        centred = metrics.precision_at_k(ref_centred, preprocess(B, "centred"), k)
+        row.update(precision_centred=centred, rnx_centred=calibration.rnx(centred, n, k))
         pr = metrics.procrustes(ref, B, seed=seed)
-        rows.append({"model": key, "family": family_of(key), "k": k, "precision": null.observed,
-                     "ci_low": ci.low, "ci_high": ci.high, "null_mean": null.null_mean, "p_value": null.p_value,
-                     "procrustes_disparity": pr.disparity, "retrieval_top1": pr.retrieval_top1,
-                     "cka": metrics.cka(ref, B)})
+        row.update(procrustes_disparity=pr.disparity, retrieval_top1=pr.retrieval_top1,
+                   procrustes_p=nulls.permutation_null("procrustes_disparity", ref, B, n_perm=n_slow, seed=seed).p_value)
+        cka = nulls.permutation_null("cka_unbiased", ref, B, n_perm=n_slow, seed=seed)
+        row.update(cka=cka.observed, cka_p=cka.p_value, cka_biased=metrics.cka(ref, B), rsa=metrics.rsa(ref, B),
+                   cka_deconfounded=_or_nan(deconfounded_cka, ref, B, lexical),
+                   rsa_deconfounded=_or_nan(deconfounded_rsa, ref, B, lexical))
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
-def sensitivity_table(reference: Embeddings, defaults: Mapping[str, Embeddings],
-                      all_layers: Mapping[tuple[str, str], Embeddings], sentence_levels: Sequence[str],
-                      k: int = 15, ks: Sequence[int] = (5, 10, 15, 30)) -> pd.DataFrame:
-    """How agent-vs-model precision moves with each analysis choice that the paper leaves open.
-
-    ``defaults``: each model's default embedding; ``all_layers``: {(model, pooling): all-layer
-    set} for the language models; ``sentence_levels``: the level of each sentence. Rows: model,
-    family, choice (pooling / layer / k / sentences), setting, k, precision, chance.
-    """
-    n = len(reference.sentences)
-    rows = []
-
-    def add(model, choice, setting, kk, value, n_sent):
-        rows.append({"model": model, "family": family_of(model), "choice": choice, "setting": setting, "k": kk,
-                     "precision": value, "chance": metrics.chance_precision(n_sent, kk)})
-
-    for model, emb in defaults.items():
-        for kk in ks:
-            if kk < n:
-                add(model, "k", f"k={kk}", kk, metrics.precision_at_k(reference.vectors, emb.vectors, kk), n)
-        levels = np.asarray(sentence_levels)
-        for level in dict.fromkeys(sentence_levels):
-            keep = np.flatnonzero(levels == level)
-            kk = min(k, len(keep) // 3)
-            if kk >= 1 and len(keep) > kk + 1:
-                add(model, "sentences", level.removeprefix("BabyAI-").removesuffix("-v0"), kk,
-                    metrics.precision_at_k(reference.vectors[keep], emb.vectors[keep], kk), len(keep))
-        add(model, "sentences", "all levels", k, metrics.precision_at_k(reference.vectors, emb.vectors, k), n)
-    for (model, pooling), emb in all_layers.items():
-        sweep = layer_sweep(emb, reference, k)
-        add(model, "pooling", f"{pooling} (last layer)", k, float(sweep["precision"].iloc[-1]), n)
-        if pooling == get_spec(model).pooling:
-            best = sweep.loc[sweep["precision"].idxmax()]
-            add(model, "layer", "last", k, float(sweep["precision"].iloc[-1]), n)
-            add(model, "layer", f"best ({int(best['layer'])} of {len(sweep) - 1}; chosen on these data)", k,
-                float(best["precision"]), n)
-    return pd.DataFrame(rows)
-
-
-def robust_conclusions(sens: pd.DataFrame, trained: str = "agent") -> pd.DataFrame:
-    """Check comparisons in every setting of the sensitivity table.
-
-    For each (choice, setting) with both models present, does model X align with the agent more
-    than model Y? Reported: the comparison, in how many settings it holds, out of how many.
-    """
-    by = sens.pivot_table(index=["choice", "setting"], columns="model", values="precision", aggfunc="first")
-    fam = sens.drop_duplicates("model").set_index("model")["family"]
-    lm = [m for m in by.columns if fam.get(m) in LANGUAGE_FAMILIES]
-    controls = [m for m in by.columns if fam.get(m) == "control"]
-    rows = []
-
-    def check(label, a_cols, b_cols):
-        sub = by[a_cols + b_cols].dropna()
-        if sub.empty:
-            return
-        holds = (sub[a_cols].min(axis=1) > sub[b_cols].max(axis=1))
-        rows.append({"comparison": label, "holds_in": int(holds.sum()), "settings": len(sub),
-                     "survives_every_choice": bool(holds.all())})
-
-    chance_by = sens.drop_duplicates(["choice", "setting"]).set_index(["choice", "setting"])["chance"]
-    for m in lm:
-        sub = by[m].dropna()
-        above = sub > chance_by.reindex(sub.index) * 2
-        rows.append({"comparison": f"{m} aligns with the agent at more than twice chance", "holds_in": int(above.sum()),
-                     "settings": len(sub), "survives_every_choice": bool(above.all())})
-    decoders = [m for m in lm if fam.get(m) == "decoder LLM"]
-    encoders = [m for m in lm if fam.get(m) != "decoder LLM"]
-    if decoders and encoders:
-        check("every decoder LLM > every encoder / VLM text tower", decoders, encoders)
-    for c in controls:
-        for m in lm:
-            check(f"{m} > control {c}", [m], [c])
-    return pd.DataFrame(rows)
+def _or_nan(fn: Callable[..., float], *args: np.ndarray) -> float:
+    """fn(*args), or NaN where it is undefined (a space fully explained by the confounder)."""
+    try:
+        return fn(*args)
+    except ValueError:
+        return float("nan")
 
 
 def tie_table(spaces: Mapping[str, Embeddings], reference: str = "agent", k: int = 15) -> pd.DataFrame:
@@ -253,26 +231,31 @@ def paper_comparison(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 #: What each control stands for, in the headline's words.
-CONTROL_ROLES = {"agent-untrained": "floor: no training", "bag-of-attributes": "the grammar alone",
+CONTROL_ROLES = {"agent-untrained": "floor: no training", "bag-of-words": "shared words alone",
+                 "tf-idf": "shared words, weighted", "bag-of-attributes": "the grammar alone",
                  "agent-replicate": "ceiling: another agent from the next seed"}
 
 
-def headline_lines(summary: pd.DataFrame, conclusions: pd.DataFrame, n: int) -> list[str]:
-    """The headline in sentences (markdown bullets): the best language model with its interval
-    and chance, each control's score, and the comparisons that survive every analysis choice."""
-    k = int(summary["k"].iloc[0])
+def headline_lines(summary: pd.DataFrame, conclusions: pd.DataFrame) -> list[str]:
+    """The headline in sentences (markdown bullets): the best language model with its chance
+    level, R_NX, calibrated score and attribute interval; each control's score; and the
+    comparisons that survive every analysis choice, per metric."""
+    k, n = int(summary["k"].iloc[0]), int(summary["n"].iloc[0])
     lm_rows = summary[summary["model"].isin(language_models(summary["model"]))]
     best = (lm_rows if len(lm_rows) else summary).sort_values("precision", ascending=False).iloc[0]
     by_model = summary.set_index("model")
+    interval = (f", 95% interval over colours and objects {best['ci_low']:.3f}-{best['ci_high']:.3f}"
+                if "ci_low" in best else "")
     lines = [f"- Highest precision@{k} of a language model with the agent: **{best['model']}** "
-             f"({best['precision']:.3f}, 95% interval {best['ci_low']:.3f}-{best['ci_high']:.3f}; "
-             f"chance {metrics.chance_precision(n, k):.3f})."]
+             f"({best['precision']:.3f}{interval}; chance {best['chance']:.3f}; R_NX {best['rnx']:.3f}; "
+             f"calibrated {best['calibrated']:.3f})."]
     for control, role in CONTROL_ROLES.items():
         if control in by_model.index:
-            lines.append(f"- Control {control} ({role}): {by_model.loc[control, 'precision']:.3f}.")
-    survive = conclusions[conclusions["survives_every_choice"]]["comparison"].tolist()
-    lines.append("- Conclusions that hold in every setting of the sensitivity table: "
-                 + ("; ".join(survive) if survive else "none") + ".")
+            lines.append(f"- Control {control} ({role}): {by_model.loc[control, 'precision']:.3f} "
+                         f"(R_NX {by_model.loc[control, 'rnx']:.3f}).")
+    survive = conclusions[conclusions["survives_every_choice"]]
+    said = "; ".join(f"{r.comparison} ({r.metric})" for r in survive.itertuples()) or "none"
+    lines.append(f"- Conclusions that hold in every setting of the sensitivity table: {said}.")
     return lines
 
 

@@ -41,10 +41,17 @@ from tqdm.auto import tqdm
 from . import config, io
 from .embeddings import Embeddings
 from .instructions import SentenceSet, attribute_onehot
+from .lexical import bag_of_words, quantize_q4_0, tfidf
 from .registry import ModelSpec, ModelUnavailable, get_spec
 from .runs import load_agent
 
 FORMAT_VERSION = 1
+#: The symbolic and lexical control spaces, by the ``location`` of their spec.
+CONTROLS = {
+    "attributes": lambda s: attribute_onehot(s)[0],
+    "bag-of-words": lambda s: bag_of_words(s.sentences)[0],
+    "tf-idf": lambda s: tfidf(s.sentences)[0],
+}
 #: The layers of :func:`embed`: ``"last"``, ``"all"`` or an integer index.
 LAYER_NAMES = ("last", "all")
 
@@ -180,8 +187,27 @@ def load_hf(spec: ModelSpec, device: str = "cpu", data_dir=None) -> tuple[Any, A
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
+    if spec.quantize == "q4_0":
+        quantize_weights_q4_0(model)
     model.eval().to(device)
     return model, tokenizer
+
+
+@torch.no_grad()
+def quantize_weights_q4_0(model: Any) -> int:
+    """Round every weight matrix whose rows are a multiple of 32 long as GGUF Q4_0 does (in place).
+
+    Biases, norms and matrices with other row lengths stay in full precision, as llama.cpp's
+    Q4_0 leaves 1-D tensors unquantized. Returns the number of matrices rounded.
+    """
+    count = 0
+    for name, p in model.named_parameters():
+        if p.ndim == 2 and p.shape[-1] % 32 == 0:
+            p.copy_(torch.from_numpy(quantize_q4_0(p.detach().float().cpu().numpy())).to(p.dtype))
+            count += 1
+    if count == 0:
+        raise ValueError("no weight matrix has rows a multiple of 32 long: nothing to quantize")
+    return count
 
 
 # --------------------------------------------------------------------------------------
@@ -296,10 +322,14 @@ def embed(model: str | ModelSpec, sentences: Any, pooling: str | None = None, la
         checkpoint = _agent_checkpoint(spec, agent_checkpoints)
         weights = f"agent:{io.file_hash(checkpoint)}"
     elif spec.source == "control":
-        weights = "attributes-v1"
+        if spec.location not in CONTROLS:
+            raise ValueError(f"{spec.key}: unknown control {spec.location!r}; controls are {sorted(CONTROLS)}")
+        weights = "attributes-v1" if spec.location == "attributes" else f"{spec.location}-v1"
     else:
         weights = weights_identity(spec, data_dir)
-    key = io.cache_key({"format": FORMAT_VERSION, "model": asdict(spec), "weights": weights, "pooling": pooling,
+    # a field at its default is left out of the key, so adding a field keeps earlier caches valid
+    described = {k: v for k, v in asdict(spec).items() if k != "quantize" or v}
+    key = io.cache_key({"format": FORMAT_VERSION, "model": described, "weights": weights, "pooling": pooling,
                         "layer": layer, "sentences": io.cache_key({"s": sentence_list})})
     safe_name = re.sub(r"[^A-Za-z0-9._-]+", "_", spec.key).strip("_")[-60:]  # ad-hoc keys hold '/' and ':'
     path = config.data_dir(data_dir) / "embeddings" / f"{safe_name}-{key}.npz"
@@ -312,9 +342,7 @@ def embed(model: str | ModelSpec, sentences: Any, pooling: str | None = None, la
     if spec.source == "agent":
         vectors = embed_agent(checkpoint, sentence_list, layer)
     elif spec.source == "control":
-        if sset is None:
-            sset = SentenceSet(sentence_list, ["?"] * len(sentence_list))
-        vectors, _ = attribute_onehot(sset)
+        vectors = CONTROLS[spec.location](sset or SentenceSet(sentence_list, ["?"] * len(sentence_list)))
     else:
         vectors = embed_hf(spec, sentence_list, pooling, layer, batch_size, device, data_dir, progress)
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)

@@ -18,7 +18,8 @@ precision@k  Mutual k-nearest-neighbour overlap (Huh et al. 2024, "The Platonic 
              the definition above.
 Procrustes   Centre, scale to unit Frobenius norm, bring to a common dimension, then the
              orthogonal map (with scale) that best maps A onto B (Schönemann 1966). ``disparity``
-             is scipy.spatial.procrustes's: the sum of squared residuals, in [0, 1].
+             is scipy.spatial.procrustes's: the sum of squared residuals, in [0, 1]
+             (:mod:`alignnb.procrustes`, re-exported here).
 CKA          Linear centred kernel alignment (Kornblith et al. 2019); unbiased variant with the
              HSIC estimator of Song et al. (2012).
 RSA          Spearman correlation of the two cosine-distance matrices' upper triangles
@@ -36,46 +37,10 @@ import torch
 from scipy import sparse
 from scipy.stats import spearmanr
 
-
-# --------------------------------------------------------------------------------------
-# input checks
-# --------------------------------------------------------------------------------------
-
-
-def as_matrix(X, name: str = "X") -> np.ndarray:
-    """X as a finite 2-D numeric array (float64 stays float64, anything else becomes float32), or a ValueError."""
-    X = np.asarray(X)
-    if X.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array [n_sentences, dim], got shape {X.shape}")
-    if not np.issubdtype(X.dtype, np.number):
-        raise ValueError(f"{name} must be numeric, got {X.dtype}")
-    if not np.isfinite(X).all():
-        bad = int((~np.isfinite(X)).any(1).sum())
-        raise ValueError(f"{name} has NaN or infinite values in {bad} row(s): check the embeddings")
-    return X.astype(np.float32 if X.dtype != np.float64 else np.float64, copy=False)
-
-
-def check_pair(A, B, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Validate two embedding matrices of the same sentences (and k); return them as float arrays."""
-    A, B = as_matrix(A, "A"), as_matrix(B, "B")
-    if len(A) != len(B):
-        raise ValueError(f"A has {len(A)} rows and B {len(B)}: both must embed the same sentences in the same order")
-    if len(A) < 3:
-        raise ValueError(f"need at least 3 sentences, got {len(A)}")
-    if k is not None:
-        if int(k) != k or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k}")
-        if k >= len(A):
-            raise ValueError(f"k={k} must be smaller than the number of sentences n={len(A)} (each point's own "
-                             f"index is excluded, so at most n-1={len(A) - 1} neighbours exist)")
-    return A, B
-
-
-def _unit_rows(X: np.ndarray, name: str = "X") -> np.ndarray:
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    if (norms == 0).any():
-        raise ValueError(f"{name} has {int((norms == 0).sum())} zero vector(s): cosine similarity is undefined")
-    return np.divide(X, norms, dtype=np.float32)  # one float32 copy, no float64 temporary
+# the checks and Procrustes live in their own modules and are re-exported: one metrics namespace
+from .checks import as_matrix, check_pair, unit_rows  # noqa: F401
+from .procrustes import (ProcrustesResult, disparity_of_coordinates, principal_coordinates, procrustes,  # noqa: F401
+                         procrustes_disparity, procrustes_map)
 
 
 # --------------------------------------------------------------------------------------
@@ -93,7 +58,7 @@ def knn_indices(X, k: int, chunk: int = 2048) -> np.ndarray:
     n = len(X)
     if not 1 <= k < n:
         raise ValueError(f"k={k} must be in 1..n-1 = 1..{n - 1}")
-    U = torch.from_numpy(_unit_rows(X))
+    U = torch.from_numpy(unit_rows(X))
     out = np.empty((n, k), dtype=np.int64)
     for s in range(0, n, chunk):
         e = min(s + chunk, n)
@@ -157,7 +122,7 @@ def knn_membership(X, k: int, ties: str = "fractional", chunk: int = 2048, tol: 
     if ties == "index":
         idx = knn_indices(X, k, chunk)
         return sparse.csr_matrix((np.ones(n * k), idx.ravel(), np.arange(0, n * k + 1, k)), shape=(n, n))
-    U = torch.from_numpy(_unit_rows(X))
+    U = torch.from_numpy(unit_rows(X))
     rows, cols, weights = [], [], []
     for s in range(0, n, chunk):
         e = min(s + chunk, n)
@@ -231,130 +196,18 @@ def chance_precision(n: int, k: int) -> float:
 
 
 # --------------------------------------------------------------------------------------
-# Procrustes
-# --------------------------------------------------------------------------------------
-
-
-@dataclass
-class ProcrustesResult:
-    """Procrustes alignment of A onto B."""
-
-    disparity: float  # sum of squared residuals after the best orthogonal map + scale (scipy's definition)
-    retrieval_top1: float  # held-out sentences: share whose mapped A vector is nearest to its own B vector
-    retrieval_top5: float
-    chance_top1: float  # 1 / (held-out set size)
-    dim: int  # common dimension used
-    n_splits: int
-
-
-def _standardize(X: np.ndarray) -> np.ndarray:
-    X = X - X.mean(0)
-    norm = np.linalg.norm(X)
-    if norm == 0:
-        raise ValueError("all rows are identical: Procrustes is undefined")
-    return X / norm
-
-
-def _pca(X: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """Projection of centred X on its top ``dim`` principal axes, and the axes [d, dim]."""
-    _, _, vt = np.linalg.svd(X, full_matrices=False)
-    axes = vt[:dim].T
-    return X @ axes, axes
-
-
-def _common_dim(A: np.ndarray, B: np.ndarray, dim: int | None) -> int:
-    limit = min(A.shape[1], B.shape[1], len(A) - 1)
-    return limit if dim is None else min(int(dim), limit)
-
-
-def _orthogonal_map(X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, float]:
-    """R, s minimising ||s X R - Y||_F with R orthogonal (SVD of X^T Y)."""
-    u, sig, vt = np.linalg.svd(X.T @ Y)
-    return u @ vt, float(sig.sum())
-
-
-def procrustes_disparity(A, B, dim: int | None = None) -> float:
-    """scipy.spatial.procrustes's disparity after reducing both spaces to a common dimension.
-
-    With equal dimensions and ``dim=None`` no reduction is made, and the value equals
-    ``scipy.spatial.procrustes(A, B)[2]`` (the roles of A and B are symmetric).
-    """
-    A, B = check_pair(A, B)
-    A, B = _standardize(A.astype(np.float64)), _standardize(B.astype(np.float64))
-    if A.shape[1] != B.shape[1] or dim is not None:
-        m = _common_dim(A, B, dim)
-        A, B = _standardize(_pca(A, m)[0]), _standardize(_pca(B, m)[0])
-    R, s = _orthogonal_map(B, A)
-    return float(max(0.0, 1.0 - s**2))  # = sum((A - s B R)^2) for unit-norm A, B
-
-
-def procrustes_map(A, B, dim: int | None = None) -> tuple[np.ndarray, np.ndarray, float]:
-    """A mapped onto B by Procrustes, in B's principal axes: (s·Za·R, Zb, s).
-
-    Both spaces are centred, projected on their top principal axes (a common dimension,
-    ``dim`` or the largest possible) and scaled to unit Frobenius norm (Za, Zb); R and s are
-    the orthogonal map and scale minimising ||s·Za·R - Zb||. The disparity is 1 - s².
-    """
-    A, B = check_pair(A, B)
-    A, B = A.astype(np.float64), B.astype(np.float64)
-    m = _common_dim(A, B, dim)
-    Za, _ = _pca(A - A.mean(0), m)
-    Zb, _ = _pca(B - B.mean(0), m)
-    Za, Zb = Za / np.linalg.norm(Za), Zb / np.linalg.norm(Zb)
-    R, s = _orthogonal_map(Za, Zb)
-    return s * Za @ R, Zb, s
-
-
-def procrustes(A, B, dim: int | None = None, n_splits: int = 5, seed: int = 0) -> ProcrustesResult:
-    """Procrustes analysis of A onto B: disparity on all sentences, plus cross-validated retrieval.
-
-    Retrieval: ``n_splits``-fold split of the sentences (seeded); PCA, centring, scaling and
-    the orthogonal map are fitted on the training folds only; each held-out sentence's A vector
-    is mapped into B's space and ranked against all held-out B vectors by cosine similarity.
-    """
-    A, B = check_pair(A, B)
-    A64, B64 = A.astype(np.float64), B.astype(np.float64)
-    disparity = procrustes_disparity(A64, B64, dim)
-    n = len(A)
-    if n_splits < 2 or n // n_splits < 5:
-        raise ValueError(f"n_splits={n_splits} leaves fewer than 5 held-out sentences of {n}")
-    folds = np.array_split(np.random.default_rng(seed).permutation(n), n_splits)
-    top1, top5, chance, dims = [], [], [], []
-    for test in folds:
-        train = np.setdiff1d(np.arange(n), test)
-        ma, mb = A64[train].mean(0), B64[train].mean(0)
-        Xa, Xb = A64[train] - ma, B64[train] - mb
-        m = _common_dim(Xa, Xb, dim)
-        _, pa = _pca(Xa, m)
-        _, pb = _pca(Xb, m)
-        Za, Zb = Xa @ pa, Xb @ pb
-        sa, sb = np.linalg.norm(Za), np.linalg.norm(Zb)
-        R, _ = _orthogonal_map(Za / sa, Zb / sb)
-        mapped = ((A64[test] - ma) @ pa / sa) @ R
-        target = (B64[test] - mb) @ pb / sb
-        sim = _unit_rows(mapped) @ _unit_rows(target).T
-        rank = (sim > np.diag(sim)[:, None]).sum(1)  # how many candidates beat the right one
-        top1.append(float((rank < 1).mean()))
-        top5.append(float((rank < 5).mean()))
-        chance.append(1 / len(test))
-        dims.append(m)
-    return ProcrustesResult(disparity, float(np.mean(top1)), float(np.mean(top5)), float(np.mean(chance)),
-                            int(min(dims)), n_splits)
-
-
-# --------------------------------------------------------------------------------------
 # CKA and RSA
 # --------------------------------------------------------------------------------------
 
 
 def _unbiased_hsic(K: np.ndarray, L: np.ndarray) -> float:
+    """Song et al.'s (2012) unbiased HSIC estimator of two Gram matrices, in O(n^2)."""
     n = len(K)
     K, L = K.copy(), L.copy()
     np.fill_diagonal(K, 0)
     np.fill_diagonal(L, 0)
-    ones = np.ones(n)
-    term = np.trace(K @ L) + (ones @ K @ ones) * (ones @ L @ ones) / ((n - 1) * (n - 2)) \
-        - 2 * (ones @ K @ L @ ones) / (n - 2)
+    k1, l1 = K.sum(1), L.sum(1)
+    term = (K * L).sum() + k1.sum() * l1.sum() / ((n - 1) * (n - 2)) - 2 * (k1 @ l1) / (n - 2)
     return float(term / (n * (n - 3)))
 
 
@@ -383,7 +236,7 @@ def cka(A, B, unbiased: bool = False) -> float:
 def rsa(A, B) -> float:
     """Spearman correlation between the upper triangles of the cosine-distance matrices."""
     A, B = check_pair(A, B)
-    ua, ub = _unit_rows(A, "A").astype(np.float64), _unit_rows(B, "B").astype(np.float64)
+    ua, ub = unit_rows(A, "A").astype(np.float64), unit_rows(B, "B").astype(np.float64)
     iu = np.triu_indices(len(A), 1)
     da, db = (1 - ua @ ua.T)[iu], (1 - ub @ ub.T)[iu]
     return float(spearmanr(da, db).statistic)
@@ -402,6 +255,23 @@ def _same(X: np.ndarray, k: int) -> np.ndarray:
 
 def _rows(X: np.ndarray, perm: np.ndarray) -> np.ndarray:
     return X[perm]
+
+
+def _gram(X: np.ndarray, k: int) -> np.ndarray:
+    X = X.astype(np.float64)
+    X = X - X.mean(0)
+    return X @ X.T
+
+
+def _rows_and_columns(K: np.ndarray, perm: np.ndarray) -> np.ndarray:
+    return K[np.ix_(perm, perm)]
+
+
+def _unbiased_cka_of_grams(K: np.ndarray, L: np.ndarray) -> float:
+    xx, yy = _unbiased_hsic(K, K), _unbiased_hsic(L, L)
+    if xx <= 0 or yy <= 0:
+        raise ValueError("a space has no variance: CKA is undefined")
+    return float(_unbiased_hsic(K, L) / np.sqrt(xx * yy))
 
 
 def _mean_overlap(ma: Any, mb: Any) -> float:
@@ -444,8 +314,10 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
     Metric("precision", "precision@{k}", lambda X, k: knn_membership(X, k), _mean_overlap, relabel_membership,
            uses_k=True, per_sentence=overlap_from_membership),
     Metric("cka", "linear CKA", _same, cka, _rows),
+    Metric("cka_unbiased", "unbiased linear CKA", _gram, _unbiased_cka_of_grams, _rows_and_columns),
     Metric("rsa", "RSA (Spearman)", _same, rsa, _rows),
-    Metric("procrustes_disparity", "Procrustes disparity", _same, procrustes_disparity, _rows,
+    # principal coordinates once per space: a permutation null needs one small SVD per draw
+    Metric("procrustes_disparity", "Procrustes disparity", principal_coordinates, disparity_of_coordinates, _rows,
            higher_is_better=False, identical=0.0),
 ]}
 

@@ -30,6 +30,7 @@ FAMILY_COLORS = {
     "agent": "#D55E00",
     "decoder LLM": "#0072B2",
     "encoder LM": "#009E73",
+    "sentence encoder": "#56B4E9",
     "VLM text tower": "#CC79A7",
     "control": "#999999",
 }
@@ -317,6 +318,45 @@ def precision_curves(curves: pd.DataFrame, reference: str = "agent") -> tuple[pl
     ax.legend(frameon=False, fontsize=8, ncols=2)
     fig.tight_layout()
     return fig, ax
+
+
+def precision_vs_n(table: pd.DataFrame, paper_band: tuple[float, float] | None = (0.70, 0.73),
+                   subset: str = "random", axes: np.ndarray | None = None) -> tuple[plt.Figure, np.ndarray]:
+    """precision@k (left) and R_NX (right) against the number of sentences N, one line per pair.
+
+    Lines of the reference against a model are solid (dashed for controls); lines between two
+    language models are dotted. Bands: ±1 sd over the draws; the dotted black line is chance
+    k/(N-1); the grey band is the paper's precision@15 of 0.70-0.73 (whose N it does not give).
+    Draws on ``axes`` (two axes) when given.
+    """
+    d = table[table["subset"] == subset]
+    if axes is None:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig = axes[0].figure
+    styles = model_styles(list(dict.fromkeys(d["model_b"])))
+    for (a, b), g in d.groupby(["model_a", "model_b"], sort=False):
+        lm_pair = family_of(a) != "agent"
+        style = styles[b]
+        ls = ":" if lm_pair else ("--" if family_of(b) == "control" else "-")
+        label = f"{a} vs {b}" if lm_pair else b
+        for ax, col in zip(axes, ("precision", "rnx")):
+            ax.plot(g["n"], g[col], color=style["color"], marker=style["marker"], ms=3.5, ls=ls, lw=1.5, label=label)
+        axes[0].fill_between(g["n"], g["precision"] - g["precision_sd"], g["precision"] + g["precision_sd"],
+                             color=style["color"], alpha=0.1, lw=0)
+    chance = d.drop_duplicates("n").sort_values("n")
+    axes[0].plot(chance["n"], chance["chance"], color="black", ls=":", lw=1, label="chance k/(N-1)")
+    axes[1].axhline(0, color="black", ls=":", lw=1)
+    if paper_band is not None:
+        axes[0].axhspan(*paper_band, color="#BBBBBB", alpha=0.5, lw=0, label="paper: 0.70-0.73 (N not given)")
+    k = int(d["k"].iloc[0])
+    for ax, label in zip(axes, (f"precision@{k}", f"R_NX({k})")):
+        ax.set_xscale("log")
+        ax.set_xlabel(f"number of sentences N ({subset} subsets)")
+        ax.set_ylabel(label)
+        ax.set_ylim(-0.05 if label.startswith("R") else 0, 1)
+    axes[0].legend(frameon=False, fontsize=7, ncols=2)
+    fig.tight_layout()
+    return fig, axes
 
 
 def layer_sweep_plot(sweeps: pd.DataFrame, k: int = 15) -> tuple[plt.Figure, plt.Axes]:

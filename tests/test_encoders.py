@@ -144,7 +144,7 @@ def test_registry_and_unavailable_models(tmp_path):
         registry.get_spec("smollm2-135")
     with pytest.raises(ValueError, match="already registered"):
         registry.register_model(registry.get_spec("agent"))
-    assert registry.family_of("minilm-l6") == "encoder LM" and registry.family_of("not-a-model") == "other"
+    assert registry.family_of("minilm-l6") == "sentence encoder" and registry.family_of("not-a-model") == "other"
     assert registry.language_models(["agent", "minilm-l6", "bag-of-attributes", "smollm2-135m"]) == [
         "minilm-l6", "smollm2-135m"]
     with pytest.raises(ValueError, match="family"):
@@ -199,3 +199,27 @@ def test_adhoc_model_reference_is_the_same_model(tiny_models, tmp_path):
     assert registry.get_spec(f"clip:{spec.location}").arch == "clip"
     with pytest.raises(KeyError, match="kind one of"):
         registry.adhoc_spec("robot:x")
+
+
+def test_lexical_controls_and_quantized_weights(tiny_models, tmp_path):
+    from dataclasses import replace
+
+    from alignnb import lexical
+
+    bow = encoders.embed("bag-of-words", SENTENCES, data_dir=tmp_path, progress=False)
+    np.testing.assert_array_equal(bow.vectors, lexical.bag_of_words(SENTENCES)[0])
+    tf = encoders.embed("tf-idf", SENTENCES, data_dir=tmp_path, progress=False)
+    np.testing.assert_allclose(np.linalg.norm(tf.vectors, axis=1), 1, rtol=1e-6)
+    assert registry.get_spec("minilm-l6").family == "sentence encoder"  # not BERT itself
+    assert registry.get_spec("minilm-l6-q4_0").quantize == "q4_0"
+    # Q4_0 rounding of a full-precision model: another cache entry, close but not equal vectors
+    spec = tiny_models["bert"]
+    full = encoders.embed(spec, SENTENCES, data_dir=tmp_path, progress=False)
+    rounded = encoders.embed(replace(spec, key="tiny-bert-q4", quantize="q4_0"), SENTENCES, data_dir=tmp_path,
+                             progress=False)
+    assert not np.array_equal(full.vectors, rounded.vectors)
+    cos = (full.vectors * rounded.vectors).sum(1) / np.linalg.norm(full.vectors, axis=1) / np.linalg.norm(
+        rounded.vectors, axis=1)
+    assert (cos > 0.9).all()
+    with pytest.raises(ValueError, match="quantize must be one of"):
+        replace(spec, quantize="q2")

@@ -135,9 +135,15 @@ def recomputing_precision(k: int) -> metrics.Metric:
 def test_metric_registry():
     rng = np.random.default_rng(2)
     A, B = rng.normal(size=(40, 6)), rng.normal(size=(40, 5))
-    assert set(metrics.METRICS) == {"precision", "cka", "rsa", "procrustes_disparity"}
+    assert set(metrics.METRICS) == {"precision", "cka", "cka_unbiased", "rsa", "procrustes_disparity"}
     assert metrics.get_metric("precision").score(A, B, 5) == metrics.precision_at_k(A, B, 5)
     assert metrics.get_metric("cka").score(A, B) == metrics.cka(A, B)
+    # the fast forms used by permutation nulls equal the plain functions
+    assert metrics.get_metric("cka_unbiased").score(A, B) == pytest.approx(metrics.cka(A, B, unbiased=True), rel=1e-9)
+    assert metrics.get_metric("procrustes_disparity").score(A, B) == pytest.approx(metrics.procrustes_disparity(A, B),
+                                                                                    rel=1e-9)
+    C = A @ ortho_group.rvs(6, random_state=0)  # equal dimensions: no reduction
+    assert metrics.get_metric("procrustes_disparity").score(A, C) == pytest.approx(0, abs=1e-9)
     assert metrics.get_metric("precision").display(7) == "precision@7"
     for m in metrics.METRICS.values():  # a space against itself scores the registered identity value
         assert m.score(A, A, 5) == pytest.approx(m.identical, abs=1e-9)

@@ -58,15 +58,25 @@ def test_quick_run_of_the_whole_study(data_root, tmp_path):
     run_dir = cli.run_notebooks(quick=True, output=tmp_path / "run", progress=False)
     figures = {p.name for p in (run_dir / "figures").iterdir()}
     for name in ("agent_learning_curves", "agent_success", "agent_rollouts", "agent_action_confusion",
-                 "embedding_sanity", "precision_heatmap", "precision_vs_k", "layer_sweep", "neighbour_attributes",
-                 "spaces_pca", "procrustes_agent_vs_lm", "explorer_default_selection"):
+                 "embedding_sanity", "precision_heatmap", "precision_vs_k", "precision_vs_n", "layer_sweep",
+                 "neighbour_attributes", "spaces_pca", "procrustes_agent_vs_lm", "explorer_default_selection"):
         assert {f"{name}.png", f"{name}.pdf"} <= figures, name
-    for table in ("alignment_summary", "sensitivity", "robust_conclusions", "precision_matrix", "paper_comparison"):
+    for table in ("alignment_summary", "sensitivity", "robust_conclusions", "precision_matrix", "paper_comparison",
+                  "precision_vs_n"):
         assert f"{table}.csv" in figures, table
     summary = pd.read_csv(run_dir / "figures" / "alignment_summary.csv")
-    assert list(summary.columns) == ["model", "family", "k", "precision", "ci_low", "ci_high", "null_mean",
-                                     "p_value", "procrustes_disparity", "retrieval_top1", "cka"]
-    assert {"agent-untrained", "agent-replicate", "bag-of-attributes", "smollm2-135m", "minilm-l6"} <= set(summary["model"])
+    contract = ["model", "family", "k", "n", "precision", "chance", "rnx", "calibrated", "ci_low", "ci_high",
+                "null_q95", "p_value", "precision_centred", "rnx_centred", "procrustes_disparity", "procrustes_p",
+                "retrieval_top1", "cka", "cka_p"]
+    assert set(contract) <= set(summary.columns)
+    assert {"agent-untrained", "agent-replicate", "bag-of-attributes", "bag-of-words", "tf-idf", "smollm2-135m",
+            "minilm-l6", "minilm-l6-q4_0"} <= set(summary["model"])
+    by_n = pd.read_csv(run_dir / "figures" / "precision_vs_n.csv")
+    assert {"model_a", "model_b", "n", "subset", "k", "precision", "chance", "rnx"} <= set(by_n.columns)
+    conclusions = pd.read_csv(run_dir / "figures" / "robust_conclusions.csv")
+    assert set(conclusions["metric"]) == {"precision", "rnx", "calibrated", "permutation null"}
+    sens = pd.read_csv(run_dir / "figures" / "sensitivity.csv")
+    assert {"k", "sentences", "N", "hygiene", "pooling", "layer"} <= set(sens["choice"])
     assert summary["precision"].between(0, 1).all() and (summary["k"] == 15).all()
     readme = (config.REPO_ROOT / "README.md").read_text()
     import re

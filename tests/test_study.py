@@ -77,7 +77,8 @@ def test_every_parameter_belongs_to_a_notebook():
     for name in StudyConfig.names():
         assert any(name in StudyConfig.names(nb) for nb in range(1, 6)), name
     assert {"seed", "quick"} <= set(StudyConfig.names(2)) and "profile" in StudyConfig.names(4)
-    assert set(StudyConfig.names(4)) == {"seed", "quick", "profile", "reference", "k", "n_perm", "n_boot", "projections"}
+    assert set(StudyConfig.names(4)) == {"seed", "quick", "profile", "reference", "k", "n_perm", "n_boot", "projections",
+                                         "size_draws"}
 
 
 def test_provenance_records_the_effective_values():
