@@ -331,31 +331,35 @@ def precision_vs_n(table: pd.DataFrame, paper_band: tuple[float, float] | None =
     """
     d = table[table["subset"] == subset]
     if axes is None:
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        fig, axes = plt.subplots(1, 2, figsize=(11, 5.2))
     fig = axes[0].figure
-    styles = model_styles(list(dict.fromkeys(d["model_b"])))
+    styles = model_styles(list(dict.fromkeys([*d["model_a"], *d["model_b"]])))
     for (a, b), g in d.groupby(["model_a", "model_b"], sort=False):
         lm_pair = family_of(a) != "agent"
-        style = styles[b]
+        color = styles[a if lm_pair else b]["color"]  # a pair of language models: the first one's colour
         ls = ":" if lm_pair else ("--" if family_of(b) == "control" else "-")
         label = f"{a} vs {b}" if lm_pair else b
         for ax, col in zip(axes, ("precision", "rnx")):
-            ax.plot(g["n"], g[col], color=style["color"], marker=style["marker"], ms=3.5, ls=ls, lw=1.5, label=label)
+            ax.plot(g["n"], g[col], color=color, marker=styles[b]["marker"], ms=3.5, ls=ls, lw=1.5, label=label)
         axes[0].fill_between(g["n"], g["precision"] - g["precision_sd"], g["precision"] + g["precision_sd"],
-                             color=style["color"], alpha=0.1, lw=0)
+                             color=color, alpha=0.1, lw=0)
     chance = d.drop_duplicates("n").sort_values("n")
     axes[0].plot(chance["n"], chance["chance"], color="black", ls=":", lw=1, label="chance k/(N-1)")
     axes[1].axhline(0, color="black", ls=":", lw=1)
     if paper_band is not None:
         axes[0].axhspan(*paper_band, color="#BBBBBB", alpha=0.5, lw=0, label="paper: 0.70-0.73 (N not given)")
     k = int(d["k"].iloc[0])
+    sizes = sorted(d["n"].unique())
     for ax, label in zip(axes, (f"precision@{k}", f"R_NX({k})")):
         ax.set_xscale("log")
+        ax.set_xticks(sizes, [str(int(v)) for v in sizes])
+        ax.minorticks_off()
         ax.set_xlabel(f"number of sentences N ({subset} subsets)")
         ax.set_ylabel(label)
         ax.set_ylim(-0.05 if label.startswith("R") else 0, 1)
-    axes[0].legend(frameon=False, fontsize=7, ncols=2)
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncols=4, frameon=False, fontsize=7, bbox_to_anchor=(0.5, -0.02))
+    fig.tight_layout(rect=(0, 0.16, 1, 1))
     return fig, axes
 
 
