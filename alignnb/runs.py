@@ -80,7 +80,7 @@ def load_agent(path: str | os.PathLike, vocab: Vocabulary | None = None,
     if not path.exists():
         raise FileNotFoundError(f"no agent checkpoint at {path}: train one with notebooks/02_train_agent.ipynb "
                                 "or alignnb.train.train_agent(...)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain values only: no code
     cfg = AgentConfig(**ckpt["config"])
     voc = Vocabulary(ckpt["vocab"][2:])
     if vocab is not None and voc != vocab:

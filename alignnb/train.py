@@ -164,7 +164,7 @@ def _save_state(path: Path, agent: Agent, opt: torch.optim.Optimizer, rng: np.ra
 
 
 def _load_state(path: Path, agent: Agent, opt: torch.optim.Optimizer, rng: np.random.Generator) -> _Progress:
-    st = torch.load(path, map_location="cpu", weights_only=False)
+    st = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain values only: no code
     agent.load_state_dict(st["model"])
     opt.load_state_dict(st["optimizer"])
     rng.bit_generator.state = st["rng"]
