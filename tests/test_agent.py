@@ -146,8 +146,9 @@ QUICK_RECIPE = replace(train.TrainConfig(), steps=40, batch_episodes=32, warmup=
 
 def test_train_resume_and_evaluate(small_demos, data_root, monkeypatch):
     tc = QUICK_RECIPE
-    args = (small_demos, SMALL, tc, 0, data_root)
-    run = train.train_agent(*args, final_eval_episodes=6, progress=False)
+    args = dict(data=small_demos, agent_config=SMALL, train_config=tc, seed=0, data_dir=data_root,
+                final_eval_episodes=6, progress=False)
+    run = train.train_agent(**args)
     assert run.path.name == runs.run_key(small_demos.key, SMALL, tc, 0)
     assert (run.path / "agent.pt").exists() and (run.path / "untrained.pt").exists()
     assert not (run.path / "state.pt").exists()
@@ -158,19 +159,19 @@ def test_train_resume_and_evaluate(small_demos, data_root, monkeypatch):
     untrained_params = dict(run.untrained.named_parameters())
     assert any(not torch.equal(p, untrained_params[n]) for n, p in run.agent.named_parameters())
     # cached: a second call loads and does not train
-    again = train.train_agent(*args, final_eval_episodes=6, progress=False)
+    again = train.train_agent(**args)
     assert again.path == run.path and again.meta == run.meta
 
     # an interrupted run resumes from its checkpoint and ends with the same weights
     real_evaluate = train.evaluate
     monkeypatch.setattr(train, "evaluate", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
-        train.train_agent(*args, final_eval_episodes=6, force=True, progress=False)
+        train.train_agent(**args, force=True)
     state = torch.load(run.path / "state.pt", weights_only=False)
     assert state["step"] == 20
     monkeypatch.setattr(train, "evaluate", real_evaluate)
     (run.path / "meta.json").unlink()
-    resumed = train.train_agent(*args, final_eval_episodes=6, progress=False)
+    resumed = train.train_agent(**args)
     for name, p in run.agent.state_dict().items():  # bit for bit: CPU training is deterministic
         assert torch.equal(resumed.agent.state_dict()[name], p), name
 
