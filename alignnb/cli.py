@@ -187,8 +187,9 @@ def run_sweep(name: str, values: Sequence[Any], parameters: Mapping[str, Any] | 
     base = Path(output) if output else config.runs_dir() / ("sweep_" + run_name(quick, {name: ",".join(map(str, values)),
                                                                                        **(parameters or {})}))
     run_dirs = {}
-    for value in values:
-        run_dirs[value] = run_notebooks({**(parameters or {}), name: value}, quick=quick,
+    for value in values:  # a list value (e.g. models) is labelled by its text: the summary needs hashable labels
+        label = value if isinstance(value, (int, float, str, bool)) else repr(value)
+        run_dirs[label] = run_notebooks({**(parameters or {}), name: value}, quick=quick,
                                         output=base / run_name(False, {name: value}), **kwargs)
     table = sweep_summary(run_dirs, name)
     table.to_csv(base / "sweep_summary.csv", float_format="%.4f")

@@ -152,7 +152,7 @@ def robust_conclusions(sens: pd.DataFrame, summary: pd.DataFrame | None = None) 
         for _, r in summary[summary["model"].isin(lm)].iterrows():
             record(f"{r['model']} beats the global, within-level and within-verb nulls (p < 0.05)", "permutation null",
                    pd.Series([r[c] < 0.05 for c in nulls]))
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["comparison", "metric", "holds_in", "settings", "survives_every_choice"])
 
 
 # --------------------------------------------------------------------------------------

@@ -105,6 +105,11 @@ class StudyConfig:
             metrics.get_metric(self.metric)
         except KeyError as exc:
             raise ValueError(exc.args[0]) from None
+        for name in ("reference", "space_a", "space_b"):
+            value = getattr(self, name)
+            if value and value not in self.model_keys:
+                raise ValueError(f"{name}={value!r} is not among the study's spaces {self.model_keys}: add it to "
+                                 "models, or choose one of them")
 
     # -- building ---------------------------------------------------------------------
     @classmethod
@@ -193,12 +198,12 @@ class StudyConfig:
                    "layer": self.layer, "agent_run": self.agent_key()}
         elif notebook == 4:
             out = {**base, "profile": self.profile, "models": self.model_keys, "pooling": self.pooling,
-                   "layer": self.layer, "k": self.k, "n_perm": self.effective("n_perm"),
+                   "layer": self.layer, "reference": self.reference, "k": self.k, "n_perm": self.effective("n_perm"),
                    "n_boot": self.effective("n_boot"), "size_draws": self.effective("size_draws"),
                    "agent_run": self.agent_key()}
         else:
-            out = {"space_a": self.space_a, "space_b": self.space_b, "k": self.k, "metric": self.metric,
-                   "instruction": self.instruction}
+            out = {"seed": self.seed, "profile": self.profile, "models": self.model_keys, "space_a": self.space_a,
+                   "space_b": self.space_b, "k": self.k, "metric": self.metric, "instruction": self.instruction}
         return {**out, "quick": self.quick, **extra}
 
 
@@ -279,8 +284,8 @@ def collect(cfg: StudyConfig, data_dir: str | os.PathLike | None = None,
                                data_dir, progress=progress)
     sentences = build_sentence_set(list(cfg.levels), cfg.seed, cfg.effective("sentence_patience"),
                                    data_dir=data_dir, progress=progress)
-    if cfg.k >= len(sentences):
-        raise ValueError(f"k={cfg.k} must be smaller than the number of sentences ({len(sentences)}): "
+    if cfg.k >= len(sentences) - 1:
+        raise ValueError(f"k={cfg.k} must be smaller than the number of sentences minus one ({len(sentences) - 1}): "
                          "choose a smaller k")
     return data, sentences
 
@@ -345,8 +350,8 @@ def load_study(cfg: StudyConfig, data_dir: str | os.PathLike | None = None, comp
         raise FileNotFoundError(f"no sentence set for this study at {path}: run notebooks/01_collect_demos.ipynb "
                                 "with the same study parameters first")
     sentences = SentenceSet.load(path)
-    if cfg.k >= len(sentences):
-        raise ValueError(f"k={cfg.k} must be smaller than the number of sentences ({len(sentences)})")
+    if cfg.k >= len(sentences) - 1:
+        raise ValueError(f"k={cfg.k} must be smaller than the number of sentences minus one ({len(sentences) - 1})")
     spaces, all_layers, skipped = study_embeddings(
         cfg.model_keys, sentences, agent_checkpoints=cfg.agent_checkpoints(data_dir), pooling=cfg.pooling or None,
         layer=cfg.layer if cfg.layer != "" else None, batch_size=cfg.batch_size, data_dir=data_dir,

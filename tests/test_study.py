@@ -37,8 +37,8 @@ def test_bad_values_are_refused_with_a_reason(values, message):
 
 
 def test_values_are_normalised_and_frozen():
-    cfg = StudyConfig.from_dict({"models": ["minilm-l6"], "lr": 1, "layer": 3})
-    assert cfg.models == ("minilm-l6",) and cfg.lr == 1.0 and isinstance(cfg.lr, float) and cfg.layer == 3
+    cfg = StudyConfig.from_dict({"models": ["agent", "minilm-l6"], "lr": 1, "layer": 3})
+    assert cfg.models == ("agent", "minilm-l6") and cfg.lr == 1.0 and isinstance(cfg.lr, float) and cfg.layer == 3
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.k = 3
     assert StudyConfig.from_dict(cfg.to_dict()) == cfg  # a round trip through what a notebook receives
@@ -52,7 +52,7 @@ def test_quick_is_defined_once():
             assert full.effective(name) == getattr(full, name) and quick.effective(name) == min(getattr(full, name), cap)
     assert quick.train_config.steps == QUICK["train_steps"] and full.train_config.steps == full.steps
     assert "gemma3-270m" in full.model_keys and "gemma3-270m" not in quick.model_keys
-    assert StudyConfig(quick=True, models=("gemma3-270m",)).model_keys == ["gemma3-270m"]
+    assert StudyConfig(quick=True, models=("agent", "gemma3-270m")).model_keys == ["agent", "gemma3-270m"]
     assert quick.projection_methods == ["pca"] and full.projection_methods == ["pca", "umap"]
 
 
@@ -88,3 +88,10 @@ def test_provenance_records_the_effective_values():
     assert quick.provenance(2)["train"]["steps"] == QUICK["train_steps"]
     assert quick.provenance(4, models=["agent"])["models"] == ["agent"]
     assert StudyConfig().provenance(3)["agent_run"] == StudyConfig().agent_key()
+
+
+def test_spaces_shown_must_be_among_the_study_models():
+    with pytest.raises(ValueError, match="reference='agent' is not among the study's spaces"):
+        StudyConfig(models=("smollm2-135m", "minilm-l6"))
+    cfg = StudyConfig(models=("agent", "minilm-l6"), space_b="minilm-l6")
+    assert cfg.model_keys == ["agent", "minilm-l6"]
