@@ -230,9 +230,10 @@ def attribute_order_example(attributes: pd.DataFrame, k: int = 15) -> dict[str, 
 
     "colour first": one-hot colour x 10 + one-hot object x 1; "object first": the weights
     swapped (determiner and location one-hots x 0.1 in both, to break ties). On a small
-    sentence set they share most neighbours although they order them differently: precision@k
-    is high because k is a large share of N, which R_NX corrects. Returns n, k, precision,
-    chance and rnx.
+    sentence set they can share every k-neighbourhood although they order the neighbours
+    differently: when k covers whole attribute groups, the sets are fixed by the grammar, and
+    neither precision@k nor R_NX (1 when precision is 1) can see the ordering; only a smaller k
+    can. Returns n, k, precision, chance and rnx.
     """
     def onehot(column: str) -> np.ndarray:
         return pd.get_dummies(attributes[column].fillna("none").astype(str)).to_numpy(float)
