@@ -169,11 +169,24 @@ class ObservationEncoder(nn.Module):
     def forward(self, images: torch.Tensor, directions: torch.Tensor, instr: torch.Tensor) -> torch.Tensor:
         """images uint8 [n,7,7,3], directions [n], instr [n, d_model] -> [n, d_hidden]."""
         im = images.long().view(len(images), 49, 3)
-        x = self.obj(im[..., 0].clamp_max(N_OBJECTS - 1)) + self.col(im[..., 1].clamp_max(N_COLORS - 1)) \
-            + self.state(im[..., 2].clamp_max(N_STATES - 1))  # [n, 49, c]
-        x = F.relu(self.film1(self.cell1(x), instr))
+        cell = (im[..., 0].clamp_max(N_OBJECTS - 1) * N_COLORS + im[..., 1].clamp_max(N_COLORS - 1)) * N_STATES \
+            + im[..., 2].clamp_max(N_STATES - 1)  # [n, 49]: one of the 11 x 6 x 3 cell values
+        x = F.embedding(cell, self.cell_table())  # = cell1(obj + col + state), [n, 49, channels]
+        x = F.relu(self.film1(x, instr))
         x = F.relu(self.film2(self.cell2(x), instr))
         return F.relu(self.out(x.flatten(1)) + self.direction(directions.long()) + self.instr(instr))
+
+    def cell_table(self) -> torch.Tensor:
+        """``cell1(obj + col + state)`` for all 198 cell values, [198, channels].
+
+        The first cell layer is linear in the sum of the three attribute embeddings, so it is
+        computed once per batch for the 198 possible cells instead of once per cell of every
+        frame (49 per frame): the same function, about 10% less work per training step.
+        """
+        w = self.cell1.weight  # [channels, c]
+        obj, col, state = self.obj.weight @ w.T, self.col.weight @ w.T, self.state.weight @ w.T
+        table = obj[:, None, None] + col[None, :, None] + state[None, None, :] + self.cell1.bias
+        return table.reshape(N_OBJECTS * N_COLORS * N_STATES, -1)
 
 
 class EpisodeMemory(nn.Module):
@@ -189,6 +202,31 @@ class EpisodeMemory(nn.Module):
             for _ in range(cfg.memory_layers)
         ])
         self.norm = nn.LayerNorm(cfg.d_hidden)
+
+    def forward_frames(self, x: torch.Tensor, slot: torch.Tensor, n_episodes: int, max_len: int) -> torch.Tensor:
+        """The memory's output for flat frames: the same as :meth:`forward` on the padded layout.
+
+        ``x`` [n, d] holds the valid frames of ``n_episodes`` episodes; ``slot`` [n] is each
+        frame's position ``episode * max_len + t``. Every per-frame part of a layer (norms,
+        projections, feed-forward) runs on the n valid frames only; just the attention itself
+        reads the padded [episodes, heads, T, d/heads] layout. Episodes are right-padded and the
+        attention is causal, so no valid frame ever attends to a padded one. With episodes of
+        very different lengths (BabyAI's batches are about 3x padding), this avoids most of the
+        memory's work on padding.
+        """
+        t = (slot % max_len).clamp_max(self.max_steps - 1)
+        h = x + self.time(t)
+        for layer in self.layers:
+            attn = layer.self_attn
+            qkv = F.linear(layer.norm1(h), attn.in_proj_weight, attn.in_proj_bias)  # [n, 3d]
+            padded = qkv.new_zeros(n_episodes * max_len, qkv.shape[1]).index_copy(0, slot, qkv)
+            q, k, v = padded.view(n_episodes, max_len, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=attn.dropout if self.training else 0.0,
+                                                 is_causal=True)  # [episodes, heads, T, d/heads]
+            out = out.transpose(1, 2).reshape(n_episodes * max_len, -1).index_select(0, slot)
+            h = h + layer.dropout1(attn.out_proj(out))
+            h = h + layer.dropout2(layer.linear2(layer.dropout(layer.activation(layer.linear1(layer.norm2(h))))))
+        return self.norm(h)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [episodes, T, d] (right-padded) -> [episodes, T, d]; step t sees steps <= t only."""
@@ -228,9 +266,7 @@ class Agent(nn.Module):
         # index_select's backward (index_add_) is deterministic on the CPU.
         instr = self.instruction(ids).index_select(0, mission)
         feats = self.observation(images, directions, instr)
-        padded = feats.new_zeros(n_episodes * max_len, feats.shape[1]).index_copy(0, slot, feats)
-        out = self.memory(padded.view(n_episodes, max_len, -1))
-        return self.policy(out.reshape(n_episodes * max_len, -1).index_select(0, slot))
+        return self.policy(self.memory.forward_frames(feats, slot, n_episodes, max_len))
 
     # -- acting ----------------------------------------------------------------------
     def new_memory_state(self, n: int, max_len: int) -> dict[str, Any]:

@@ -7,10 +7,12 @@ variable or a stage's ``data_dir`` argument); figures of a full default run go t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import platform
 import random
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -68,6 +70,17 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads, then restore the previous count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def package_version(name: str) -> str:

@@ -48,6 +48,39 @@ from .procrustes import (ProcrustesResult, disparity_of_coordinates, principal_c
 # --------------------------------------------------------------------------------------
 
 
+def row_norms(X: np.ndarray, name: str = "X", block: int = 256) -> np.ndarray:
+    """float64 L2 norm of each row, computed in blocks of rows (no copy of X, no overflow); zero rows are an error."""
+    norms = np.empty(len(X))
+    for s in range(0, len(X), block):
+        rows = X[s:s + block].astype(np.float64)
+        scale = np.abs(rows).max(axis=1)  # divide first: the squares of rows near 1e200 would overflow
+        norms[s:s + block] = scale * np.linalg.norm(rows / np.where(scale > 0, scale, 1.0)[:, None], axis=1)
+    if (norms == 0).any():
+        raise ValueError(f"{name} has {int((norms == 0).sum())} zero vector(s): cosine similarity is undefined")
+    return norms
+
+
+def cosine_blocks(X: np.ndarray, chunk: int = 2048, name: str = "X"):
+    """Yield (start, stop, S) with S = cos(X[start:stop], X), a [stop - start, n] torch block, itself at -inf.
+
+    The rows are normalised on the fly: each block's rows are scaled by their inverse norms
+    and its columns after the product, so no unit-normalised copy of X is ever made (memory
+    beyond X is one [chunk, d] and one [chunk, n] block). Equal to the product of unit rows
+    within float32 rounding; float64 input is multiplied in float64 and returned as float32.
+    """
+    dtype = np.float64 if X.dtype == np.float64 else np.float32
+    inv = (1.0 / row_norms(X, name)).astype(dtype)
+    Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=dtype))
+    inv_cols = torch.from_numpy(inv)
+    for s in range(0, len(X), chunk):
+        e = min(s + chunk, len(X))
+        rows = torch.from_numpy(np.multiply(X[s:e], inv[s:e, None], dtype=dtype))  # [c, d], the only copy
+        sim = (rows @ Xt.T).mul_(inv_cols).to(torch.float32)  # [c, n]
+        r = torch.arange(e - s)
+        sim[r, r + s] = -torch.inf
+        yield s, e, sim
+
+
 def knn_indices(X, k: int, chunk: int = 2048) -> np.ndarray:
     """Indices [n, k] of each row's k nearest neighbours by cosine similarity, itself excluded.
 
@@ -58,13 +91,8 @@ def knn_indices(X, k: int, chunk: int = 2048) -> np.ndarray:
     n = len(X)
     if not 1 <= k < n:
         raise ValueError(f"k={k} must be in 1..n-1 = 1..{n - 1}")
-    U = torch.from_numpy(unit_rows(X))
     out = np.empty((n, k), dtype=np.int64)
-    for s in range(0, n, chunk):
-        e = min(s + chunk, n)
-        sim = U[s:e] @ U.T  # [c, n]
-        rows = torch.arange(e - s)
-        sim[rows, rows + s] = -torch.inf
+    for s, e, sim in cosine_blocks(X, chunk):
         vals, idx = torch.topk(sim, k, dim=1, largest=True, sorted=True)
         # ties at the k-th value: the top-k must be the lowest indices among equal values
         kth = vals[:, -1:]
@@ -122,13 +150,8 @@ def knn_membership(X, k: int, ties: str = "fractional", chunk: int = 2048, tol: 
     if ties == "index":
         idx = knn_indices(X, k, chunk)
         return sparse.csr_matrix((np.ones(n * k), idx.ravel(), np.arange(0, n * k + 1, k)), shape=(n, n))
-    U = torch.from_numpy(unit_rows(X))
     rows, cols, weights = [], [], []
-    for s in range(0, n, chunk):
-        e = min(s + chunk, n)
-        sim = U[s:e] @ U.T
-        r = torch.arange(e - s)
-        sim[r, r + s] = -torch.inf
+    for s, e, sim in cosine_blocks(X, chunk):
         vals, idx = torch.topk(sim, k + 1, dim=1, largest=True, sorted=True)  # k + 1 <= n: self is last
         kth = vals[:, k - 1]
         spills = vals[:, k] >= kth - tol  # the tie for the k-th place reaches beyond the top k

@@ -27,12 +27,12 @@ from typing import Any
 
 import pandas as pd
 
-from . import config, demos, metrics, registry, runs
+from . import config, demos, engine, metrics, registry, runs
 from .agent import AgentConfig
 from .embeddings import Embeddings
 from .encoders import check_layer, study_embeddings
 from .instructions import SentenceSet, build_sentence_set, sentences_path
-from .train import TrainConfig, train_agent
+from .train import TrainConfig
 
 #: Seed offset of the replicate agent: the same recipe, data and configuration, initial seed + 1.
 REPLICATE_OFFSET = 1
@@ -67,7 +67,7 @@ class StudyConfig:
     d_model: int = _param(128, (2,), "instruction embedding size")
     n_layers: int = _param(2, (2,), "instruction transformer layers")
     memory_layers: int = _param(2, (2,), "causal transformer layers over the episode")
-    steps: int = _param(13_000, (2,), "optimizer steps")
+    steps: int = _param(6_000, (2,), "the most optimizer steps; training stops earlier once success checks meet the goals")
     batch_episodes: int = _param(96, (2,), "whole episodes per batch")
     lr: float = _param(0.001, (2,), "peak learning rate, AdamW with warm-up and cosine decay")
     eval_episodes: int = _param(500, (2,), "fresh episodes per level for the final evaluation")
@@ -147,7 +147,7 @@ class StudyConfig:
             return tc
         return replace(tc, steps=min(tc.steps, QUICK["train_steps"]),
                        batch_episodes=min(tc.batch_episodes, QUICK["train_batch_episodes"]), warmup=10,
-                       val_every=20, eval_every=0, checkpoint_every=20, max_minutes=0.0)
+                       val_every=20, check_every=0, goal_checks=0, checkpoint_every=20, max_minutes=0.0)
 
     @property
     def model_keys(self) -> list[str]:
@@ -301,13 +301,17 @@ def load_demos(cfg: StudyConfig, data_dir: str | os.PathLike | None = None) -> d
 
 def train_agents(cfg: StudyConfig, data_dir: str | os.PathLike | None = None,
                  progress: bool = True) -> tuple[runs.TrainedAgent, runs.TrainedAgent | None]:
-    """Stage 2: the study's agent and, with ``cfg.replicate``, its replicate (each cached)."""
+    """Stage 2: the study's agent and, with ``cfg.replicate``, its replicate (each cached).
+
+    Missing runs train side by side, one single-thread worker process each
+    (:func:`alignnb.engine.train_side_by_side`); the result does not depend on it.
+    """
     data = load_demos(cfg, data_dir)
-    opts = dict(data_dir=data_dir, final_eval_episodes=cfg.effective("eval_episodes"), progress=progress)
-    run = train_agent(data, cfg.agent_config, cfg.train_config, cfg.seed, **opts)
-    twin = train_agent(data, cfg.agent_config, cfg.train_config, cfg.seed + REPLICATE_OFFSET, **opts) \
-        if cfg.replicate else None
-    return run, twin
+    seeds = [cfg.seed] + ([cfg.seed + REPLICATE_OFFSET] if cfg.replicate else [])
+    jobs = [engine.TrainJob(str(data.path), cfg.agent_config, cfg.train_config, s, cfg.effective("eval_episodes"))
+            for s in seeds]
+    done = engine.train_side_by_side(jobs, data_dir, progress=progress)
+    return done[0], (done[1] if cfg.replicate else None)
 
 
 @dataclass
@@ -342,7 +346,7 @@ def load_study(cfg: StudyConfig, data_dir: str | os.PathLike | None = None, comp
     cached already, and a missing one is an error naming the notebook that makes it.
     """
     run = runs.load_run(runs.run_dir(cfg.agent_key(), data_dir))
-    if run.meta["metrics"].get("stopped_early"):
+    if run.meta["metrics"].get("cut_short", run.meta["metrics"].get("stopped_early")):
         raise ValueError(f"the agent at {run.path} was cut short by a time limit and is not the configured recipe: "
                          "rerun notebooks/02_train_agent.ipynb without max_minutes")
     path = cfg.sentences_path(data_dir)

@@ -13,6 +13,7 @@ import math
 import os
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,23 +36,78 @@ SUCCESS_GOALS = {"BabyAI-GoToLocal-v0": 0.99, "BabyAI-PickupLoc-v0": 0.97,
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Behavioral-cloning settings. The defaults are the study's full run."""
+    """Behavioral-cloning settings. The defaults are the study's full run.
 
-    steps: int = 13_000  # optimizer steps (about 25 minutes on 2 CPU cores)
+    Training stops at the first success check (at or after ``min_steps``) that, together with
+    the ``goal_checks - 1`` checks before it, meets :data:`SUCCESS_GOALS` on fresh validation
+    layouts, or at ``steps``. A check plays ``check_episodes`` episodes per level whose seeds
+    derive from ``seed + 10_000 + step``: never the final test layouts (``seed``), never a
+    demonstration (those seeds are even, evaluation seeds odd).
+    """
+
+    steps: int = 6_000  # the most optimizer steps; also the length of the cosine schedule
     batch_episodes: int = 96  # whole episodes per batch
     lr: float = 1e-3
     weight_decay: float = 0.01
-    warmup: int = 200  # linear warm-up steps, then cosine decay to 5% of lr
+    warmup: int = 200  # linear warm-up steps, then cosine decay to 5% of lr at ``steps``
     grad_clip: float = 1.0
-    val_fraction: float = 0.03  # episodes held out for validation loss
-    val_every: int = 500  # steps between validation losses
-    eval_every: int = 2000  # steps between success-rate evaluations during training
-    eval_episodes: int = 100  # episodes per level at those evaluations
+    val_fraction: float = 0.03  # episodes held out for the teacher-forced validation loss
+    val_every: int = 250  # steps between validation losses
+    check_every: int = 500  # steps between success checks on validation layouts (0: none)
+    check_episodes: int = 200  # episodes per level at a success check
+    min_steps: int = 1_500  # no stopping before this step
+    goal_checks: int = 2  # consecutive checks that must meet the goals to stop (0: never stop early)
     checkpoint_every: int = 500  # steps between resumable checkpoints
-    max_minutes: float = 0.0  # stop early after this long (0 = no limit); such a run is flagged and warned about
+    threads: int = 1  # torch threads of this run: the bits of CPU training depend on it
+    max_minutes: float = 0.0  # cut short after this long (0 = no limit); such a run is flagged and warned about
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_episodes", "threads"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"TrainConfig.{name} must be at least 1, got {getattr(self, name)!r}")
+        if self.goal_checks and not self.check_every:
+            raise ValueError("TrainConfig: goal_checks > 0 needs success checks (check_every > 0)")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+#: The recipe of the study before early stopping (the reference of benchmarks/bench_train.py):
+#: 13,000 steps, 2 threads, no stopping, success checks every 2,000 steps on 100 episodes.
+FIXED_RECIPE = TrainConfig(steps=13_000, val_every=500, check_every=2000, check_episodes=100, min_steps=0,
+                           goal_checks=0, threads=2)
+
+
+def goals_met(rates: dict[str, float], goals: dict[str, float] | None = None) -> bool:
+    """True when every level of ``goals`` (default :data:`SUCCESS_GOALS`) that ``rates`` scores meets its goal.
+
+    A level with no goal must still be scored; levels without a goal need at least 0.95.
+    """
+    goals = SUCCESS_GOALS if goals is None else goals
+    return bool(rates) and all(rate >= goals.get(level, 0.95) for level, rate in rates.items())
+
+
+def stop_reason(history: list[dict], tc: TrainConfig, goals: dict[str, float] | None = None) -> str | None:
+    """Why training should stop after the last row of ``history`` (``None``: go on).
+
+    ``history`` rows are those of a run's log: ``step`` and, at a success check, one
+    ``success/<level>`` column per level. Stops when the last ``tc.goal_checks`` checks all
+    meet the goals and the last is at or after ``tc.min_steps``; or at ``tc.steps``.
+    """
+    if not history:
+        return None
+    step = history[-1]["step"]
+    if step >= tc.steps:
+        return "max steps"
+    if not tc.goal_checks or step < tc.min_steps:
+        return None
+    checks = [r for r in history if any(k.startswith("success/") for k in r)]
+    if len(checks) < tc.goal_checks or checks[-1] is not history[-1]:
+        return None
+    recent = checks[-tc.goal_checks:]
+    if all(goals_met({k[8:]: v for k, v in r.items() if k.startswith("success/")}, goals) for r in recent):
+        return f"goals met on validation layouts at {tc.goal_checks} consecutive checks"
+    return None
 
 
 # --------------------------------------------------------------------------------------
@@ -145,11 +201,12 @@ def split_episodes(data: demos.Demos, val_fraction: float, seed: int) -> tuple[n
 
 @dataclass
 class _Progress:
-    """What a checkpoint restores: step, history and training seconds so far."""
+    """What a checkpoint restores: step, history, training seconds and the running loss so far."""
 
     step: int = 0
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    running: float | None = None  # moving average of the training loss
 
     def log(self, row: dict) -> None:
         self.history.append({"step": self.step, "seconds": round(self.seconds, 1), **row})
@@ -160,7 +217,7 @@ def _save_state(path: Path, agent: Agent, opt: torch.optim.Optimizer, rng: np.ra
     with io.atomic_file(path, "wb") as f:
         torch.save({"model": agent.state_dict(), "optimizer": opt.state_dict(), "rng": rng.bit_generator.state,
                     "torch_rng": torch.get_rng_state(), "step": prog.step, "history": prog.history,
-                    "seconds": prog.seconds}, f)
+                    "seconds": prog.seconds, "running": prog.running}, f)
 
 
 def _load_state(path: Path, agent: Agent, opt: torch.optim.Optimizer, rng: np.random.Generator) -> _Progress:
@@ -169,19 +226,27 @@ def _load_state(path: Path, agent: Agent, opt: torch.optim.Optimizer, rng: np.ra
     opt.load_state_dict(st["optimizer"])
     rng.bit_generator.state = st["rng"]
     torch.set_rng_state(st["torch_rng"])
-    return _Progress(st["step"], st["history"], st["seconds"])
+    return _Progress(st["step"], st["history"], st["seconds"], st.get("running"))
 
 
 def _train_loop(agent: Agent, opt: torch.optim.Optimizer, rng: np.random.Generator, prog: _Progress,
                 tc: TrainConfig, train_set: EpisodeBatches, val_set: EpisodeBatches | None, levels: list[str],
-                seed: int, state_path: Path, progress: bool) -> int:
-    """Optimizer steps until ``tc.steps`` (or the time limit); logs into ``prog``; returns frames seen."""
+                seed: int, state_path: Path, progress: bool,
+                report: Callable[[int, int], None] | None = None) -> tuple[int, str]:
+    """Optimizer steps until :func:`stop_reason` says stop (or the time limit); logs into ``prog``.
+
+    Returns the frames seen this session and why training stopped.
+    """
     agent.train()
     t_start = time.perf_counter() - prog.seconds
-    running, frames_seen = None, 0
+    frames_seen = 0
+    reason = stop_reason(prog.history, tc) if prog.step else None
+    # checks before the first one that can count towards stopping would only cost time
+    first_check = max(0, tc.min_steps - (tc.goal_checks - 1) * tc.check_every) if tc.goal_checks else 0
     with tqdm(total=tc.steps, initial=prog.step, desc="behavioral cloning", unit="step", disable=not progress) as bar:
-        while prog.step < tc.steps:
+        while reason is None:
             if tc.max_minutes and (time.perf_counter() - t_start) > 60 * tc.max_minutes:
+                reason = "time limit"
                 break
             b = train_set.batch(rng.integers(0, len(train_set), tc.batch_episodes))
             for group in opt.param_groups:
@@ -194,34 +259,41 @@ def _train_loop(agent: Agent, opt: torch.optim.Optimizer, rng: np.random.Generat
             prog.step += 1
             frames_seen += len(b["actions"])
             value = loss.item()
-            running = value if running is None else 0.95 * running + 0.05 * value
+            prog.running = value if prog.running is None else 0.95 * prog.running + 0.05 * value
             bar.update()
-            bar.set_postfix(loss=f"{running:.3f}")
-            prog.seconds = time.perf_counter() - t_start
+            bar.set_postfix(loss=f"{prog.running:.3f}")
+            if report is not None and (prog.step % 25 == 0):
+                report(prog.step, tc.steps)
             step, last = prog.step, prog.step == tc.steps
             row: dict[str, Any] = {}
             if step % 100 == 0 or last:
-                row["train_loss"] = running
-                if val_set is not None and (step % tc.val_every == 0 or last):
-                    v = validate(agent, val_set)
-                    row.update(val_loss=v["loss"], val_accuracy=v["accuracy"])
-            if tc.eval_every and step % tc.eval_every == 0 and not last:
-                table, _ = evaluate(agent, levels, tc.eval_episodes, seed=seed + 10_000 + step)
+                row["train_loss"] = prog.running
+            if val_set is not None and (step % tc.val_every == 0 or last):
+                v = validate(agent, val_set)
+                row.update(val_loss=v["loss"], val_accuracy=v["accuracy"])
+            if tc.check_every and step % tc.check_every == 0 and not last and step >= first_check:
+                table, _ = evaluate(agent, levels, tc.check_episodes, seed=seed + 10_000 + step)
                 row.update({f"success/{lv}": sr for lv, sr in zip(table["level"], table["success_rate"])})
+                agent.train()
+            prog.seconds = time.perf_counter() - t_start
             if row:
                 prog.log(row)
-            if tc.checkpoint_every and step % tc.checkpoint_every == 0 and not last:
+                reason = stop_reason(prog.history, tc)
+            if reason is None and tc.checkpoint_every and step % tc.checkpoint_every == 0:
                 _save_state(state_path, agent, opt, rng, prog)
-    return frames_seen
+    return frames_seen, reason
 
 
 def train_agent(data: demos.Demos, agent_config: AgentConfig | None = None, train_config: TrainConfig | None = None,
                 seed: int = 0, data_dir: str | os.PathLike | None = None, final_eval_episodes: int = 500,
-                force: bool = False, progress: bool = True) -> TrainedAgent:
+                force: bool = False, progress: bool = True,
+                report: Callable[[int, int], None] | None = None) -> TrainedAgent:
     """Behavioral cloning on the demonstrations ``data``; cached, resumable, seeded.
 
     The run's folder is keyed by :func:`alignnb.runs.run_key` of the data set's key, the
     configurations and the seed; a finished run is loaded, an interrupted one resumed.
+    Training uses ``train_config.threads`` torch threads (restored afterwards). ``report``,
+    if given, is called with (step, most steps) every 25 steps (for progress across processes).
     """
     ac, tc = agent_config or AgentConfig(), train_config or TrainConfig()
     path = run_dir(run_key(data.key, ac, tc, seed), data_dir)
@@ -229,6 +301,12 @@ def train_agent(data: demos.Demos, agent_config: AgentConfig | None = None, trai
         return load_run(path)
     path.mkdir(parents=True, exist_ok=True)
 
+    with config.torch_threads(tc.threads):
+        return _train(data, ac, tc, seed, path, final_eval_episodes, force, progress, report)
+
+
+def _train(data: demos.Demos, ac: AgentConfig, tc: TrainConfig, seed: int, path: Path, final_eval_episodes: int,
+           force: bool, progress: bool, report: Callable[[int, int], None] | None) -> TrainedAgent:
     vocab = Vocabulary.from_sentences(data.missions)
     config.set_seed(seed)
     agent = Agent(vocab, ac)
@@ -242,20 +320,21 @@ def train_agent(data: demos.Demos, agent_config: AgentConfig | None = None, trai
     resumed = state_path.exists() and not force
     prog = _load_state(state_path, agent, opt, rng) if resumed else _Progress()
     seconds_before = prog.seconds  # training time of an interrupted earlier session (0 for a fresh run)
-    frames_seen = _train_loop(agent, opt, rng, prog, tc, train_set, val_set, data.levels, seed, state_path, progress)
-    if prog.step < tc.steps:  # the time limit, which depends on the machine, cut the recipe short
+    frames_seen, reason = _train_loop(agent, opt, rng, prog, tc, train_set, val_set, data.levels, seed, state_path,
+                                      progress, report)
+    if reason == "time limit":  # the time limit depends on the machine: the recipe was cut short
         warnings.warn(f"training stopped by max_minutes={tc.max_minutes} at step {prog.step} of {tc.steps}: this "
-                      "agent is not the configured recipe (its metrics say stopped_early); rerun with force=True and "
-                      "max_minutes=0 for the full run", RuntimeWarning, stacklevel=2)
+                      "agent is not the configured recipe (its metrics say cut_short); rerun with force=True and "
+                      "max_minutes=0 for the full run", RuntimeWarning, stacklevel=3)
     _finish(path, agent, prog, tc, ac, data, val_set, len(train_set), len(val_rows), seed, final_eval_episodes,
-            frames_seen / max(prog.seconds - seconds_before, 1e-9), progress)
+            frames_seen / max(prog.seconds - seconds_before, 1e-9), reason, progress)
     state_path.unlink(missing_ok=True)
     return load_run(path)
 
 
 def _finish(path: Path, agent: Agent, prog: _Progress, tc: TrainConfig, ac: AgentConfig, data: demos.Demos,
             val_set: EpisodeBatches | None, n_train: int, n_val: int, seed: int, final_eval_episodes: int,
-            frames_per_second: float, progress: bool) -> None:
+            frames_per_second: float, reason: str, progress: bool) -> None:
     """Final greedy and sampled evaluation, metrics, and the run's files."""
     t_eval = time.perf_counter()
     greedy, per_episode = evaluate(agent, data.levels, final_eval_episodes, seed=seed, greedy=True, progress=progress)
@@ -271,12 +350,12 @@ def _finish(path: Path, agent: Agent, prog: _Progress, tc: TrainConfig, ac: Agen
         "eval_seconds": round(time.perf_counter() - t_eval, 1),
         "frames_per_second": round(frames_per_second, 1),  # this session
         "parameters": count_parameters(agent), "train_episodes": n_train, "val_episodes": n_val,
-        "stopped_early": prog.step < tc.steps,
+        "stop_reason": reason, "cut_short": reason == "time limit",
     }
     meta = {"params": {"levels": data.levels, "episodes_per_level": data.meta["params"]["episodes_per_level"],
                        "demo_seed": data.meta["params"]["seed"], "seed": seed, "agent": ac.to_dict(),
                        "train": tc.to_dict(), "final_eval_episodes": final_eval_episodes},
             "demos": str(data.path), "versions": config.versions(), "metrics": metrics,
             # the bits of a CPU training run depend on the thread count (matmul blocking)
-            "torch_threads": torch.get_num_threads()}
+            "torch_threads": torch.get_num_threads()}  # = tc.threads (set for the run)
     write_run(path, agent, metrics, pd.DataFrame(prog.history), per_episode, meta)

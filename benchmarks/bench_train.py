@@ -1,29 +1,39 @@
-"""Training and evaluation throughput of the agent, beside a naive per-frame transformer.
+"""Training speed: today's recipe against the fixed-length one, measured side by side in one run.
 
-Measured side by side in one run, on the same demonstrations:
-  naive        one transformer over 62 tokens per frame (49 cells + instruction words +
-               direction + CLS), d=128, 2 layers, the instruction re-encoded in every frame,
-               batch 256 frames; no memory
-  alignnb      the study's agent: each distinct instruction encoded once per batch, per-cell
-               MLP with FiLM, causal transformer memory over whole episodes
-Both are timed for the same wall-clock budget (forward + backward + AdamW step); throughput
-is frames/s. Evaluation: episodes/s of rollouts.evaluate (batched environments, cached memory).
+Three tables, each on the study's demonstrations (the full data set of ``make study``, from
+the cache; collected first if missing):
 
-    .venv/bin/python benchmarks/bench_train.py [seconds_per_model]
+  steps       frames/s of one training step, at 2 threads: the step before this change
+              (every memory layer on the padded [episodes x time] layout, cell embeddings
+              projected per cell) against today's (only the attention sees padding, the first
+              cell layer is a 198-row table), on the same batches and weights; and a naive
+              per-frame transformer (the instruction re-encoded in every frame, no memory).
+  processes   total frames/s of one process with 2 threads against two processes with 1 each,
+              running at the same time (the study trains its agents this way).
+  goal        time to goal: wall-clock seconds (training plus its checks) until a success check
+              (200 fresh validation episodes per level, every 500 steps) first meets the goals
+              99/97/97/95%, for the old recipe (13,000-step schedule, the old step, 2 threads)
+              and the new one (6,000-step schedule, early stopping, 1 thread and 2 threads);
+              then the final 500-episode test of each agent. Takes about 30 minutes.
+
+    .venv/bin/python benchmarks/bench_train.py [steps|processes|goal ...] [--seconds 30]
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
+import multiprocessing as mp
 import tempfile
 import time
+from contextlib import contextmanager
+from dataclasses import replace
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from alignnb import config, demos, rollouts, train
+from alignnb import study, train
 from alignnb.agent import Agent, Vocabulary, count_parameters
 
 
@@ -40,7 +50,6 @@ class NaivePerFrameTransformer(nn.Module):
         self.encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(d, 4, 2 * d, 0.0, batch_first=True),
                                              layers, enable_nested_tensor=False)
         self.head = nn.Linear(d, 7)
-        self.max_words = max_words
 
     def forward(self, images, directions, words):
         im = images.long().view(len(images), 49, 3)
@@ -52,64 +61,185 @@ class NaivePerFrameTransformer(nn.Module):
         return self.head(self.encoder(x, src_key_padding_mask=pad)[:, 0])
 
 
-def time_naive(data, vocab, seconds):
-    torch.manual_seed(0)
-    model = NaivePerFrameTransformer(len(vocab))
+def old_forward_batch(agent: Agent, b: dict) -> torch.Tensor:
+    """The training forward pass before this change: the same function, computed the old way."""
+    instr = agent.instruction(b["ids"]).index_select(0, b["mission"])
+    obs = agent.observation
+    im = b["images"].long().view(len(b["images"]), 49, 3)
+    x = obs.obj(im[..., 0].clamp_max(10)) + obs.col(im[..., 1].clamp_max(5)) + obs.state(im[..., 2].clamp_max(2))
+    x = F.relu(obs.film1(obs.cell1(x), instr))
+    x = F.relu(obs.film2(obs.cell2(x), instr))
+    feats = F.relu(obs.out(x.flatten(1)) + obs.direction(b["directions"].long()) + obs.instr(instr))
+    n, T = b["n_episodes"], b["max_len"]
+    padded = feats.new_zeros(n * T, feats.shape[1]).index_copy(0, b["slot"], feats)
+    out = agent.memory(padded.view(n, T, -1))
+    return agent.policy(out.reshape(n * T, -1).index_select(0, b["slot"]))
+
+
+@contextmanager
+def old_step():
+    """Train with :func:`old_forward_batch` inside the block."""
+    new = train.forward_batch
+    train.forward_batch = old_forward_batch
+    try:
+        yield
+    finally:
+        train.forward_batch = new
+
+
+def _data():
+    cfg = study.StudyConfig()
+    try:
+        return study.load_demos(cfg)
+    except FileNotFoundError:
+        return study.collect(cfg)
+
+
+def _batches(data, n: int, seed: int = 0):
+    vocab = Vocabulary.from_sentences(data.missions)
+    rows, _ = train.split_episodes(data, 0.03, 0)
+    episodes = train.EpisodeBatches(data, vocab, 16, rows)
+    rng = np.random.default_rng(seed)
+    return vocab, [episodes.batch(rng.integers(0, len(episodes), 96)) for _ in range(n)]
+
+
+def _time_steps(model: nn.Module, step, batches, seconds: float) -> tuple[float, float]:
+    """(steps/s, frames/s) of ``step(model, batch) -> loss`` with AdamW, cycling over ``batches``."""
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
+    for b in batches[:3]:  # warm-up
+        loss = step(model, b)
+        opt.zero_grad(); loss.backward(); opt.step()  # noqa: E702
+    frames, steps, t0 = 0, 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        b = batches[steps % len(batches)]
+        loss = step(model, b)
+        opt.zero_grad(); loss.backward(); opt.step()  # noqa: E702
+        frames, steps = frames + len(b["actions"]), steps + 1
+    dt = time.perf_counter() - t0
+    return steps / dt, frames / dt
+
+
+def _agent_step(agent, b, forward=None):
+    return F.cross_entropy((forward or train.forward_batch)(agent, b), b["actions"])
+
+
+def bench_steps(data, seconds: float) -> None:
+    torch.set_num_threads(2)
+    vocab, batches = _batches(data, 40)
     words = vocab.encode(data.missions, 10)
-    rng = np.random.default_rng(0)
+    mission = torch.from_numpy(np.asarray(data.mission).astype(np.int64))
+    rows = []
+    torch.manual_seed(0)
+    naive = NaivePerFrameTransformer(len(vocab))
+    naive_batches = [{"idx": torch.from_numpy(np.random.default_rng(i).integers(0, len(data.actions), 256))}
+                     for i in range(40)]
     images = torch.from_numpy(np.array(data.images))
     dirs = torch.from_numpy(np.asarray(data.directions).astype(np.int64))
     actions = torch.from_numpy(np.asarray(data.actions).astype(np.int64))
-    mission = torch.from_numpy(np.asarray(data.mission).astype(np.int64))
-    frames, steps, t0 = 0, 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        idx = torch.from_numpy(rng.integers(0, len(actions), 256))
-        loss = F.cross_entropy(model(images[idx], dirs[idx], words[mission[idx]]), actions[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        frames, steps = frames + 256, steps + 1
-    dt = time.perf_counter() - t0
-    return count_parameters(model), steps / dt, frames / dt
+    for b in naive_batches:
+        b["actions"] = actions[b["idx"]]
+    rows.append(("naive per-frame transformer (256 frames)", count_parameters(naive), *_time_steps(
+        naive, lambda m, b: F.cross_entropy(m(images[b["idx"]], dirs[b["idx"]], words[mission[b["idx"]]]),
+                                            b["actions"]), naive_batches, seconds)))
+    for name, forward in [("agent, old step (padded memory)", old_forward_batch),
+                          ("agent, new step (attention-only padding)", train.forward_batch)]:
+        torch.manual_seed(0)
+        agent = Agent(vocab)
+        rows.append((name, count_parameters(agent),
+                     *_time_steps(agent, lambda m, b, f=forward: _agent_step(m, b, f), batches, seconds)))
+    padding = np.mean([b["n_episodes"] * b["max_len"] / len(b["actions"]) for b in batches])
+    print(f"\none training step, {seconds:.0f} s each, 2 torch threads; the agent's batches: 96 episodes, "
+          f"{np.mean([len(b['actions']) for b in batches]):.0f} frames, {padding:.2f}x padding")
+    print(f"{'':44s}{'params':>10s}{'steps/s':>9s}{'frames/s':>10s}{'vs old':>8s}")
+    base = rows[1][3]
+    for name, par, sps, fps in rows:
+        print(f"{name:44s}{par:10,d}{sps:9.2f}{fps:10.0f}{fps / base:7.2f}x")
 
 
-def time_agent(data, vocab, seconds):
+def _process_worker(threads: int, seconds: float, start, out) -> None:
+    torch.set_num_threads(threads)
+    data = _data()
+    vocab, batches = _batches(data, 40)
     torch.manual_seed(0)
     agent = Agent(vocab)
-    opt = torch.optim.AdamW(agent.parameters(), 1e-3)
-    rows, _ = train.split_episodes(data, 0.0, 0)
-    batches = train.EpisodeBatches(data, vocab, agent.cfg.max_words, rows)
-    rng = np.random.default_rng(0)
-    frames, steps, t0 = 0, 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        b = batches.batch(rng.integers(0, len(batches), 96))
-        loss = F.cross_entropy(train.forward_batch(agent, b), b["actions"])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        frames, steps = frames + len(b["actions"]), steps + 1
-    dt = time.perf_counter() - t0
-    return agent, count_parameters(agent), steps / dt, frames / dt
+    start.wait()
+    out.put(_time_steps(agent, _agent_step, batches, seconds))
 
 
-def main(seconds: float = 30.0) -> None:
-    levels = list(config.DEFAULT_LEVELS)
+def _in_processes(n: int, threads: int, seconds: float) -> list[tuple[float, float]]:
+    ctx = mp.get_context("spawn")
+    start, out = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=_process_worker, args=(threads, seconds, start, out)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    results = [out.get() for _ in procs]
+    for p in procs:
+        p.join()
+    return results
+
+
+def bench_processes(seconds: float) -> None:
+    one = _in_processes(1, 2, seconds)
+    two = _in_processes(2, 1, seconds)
+    print(f"\nagents side by side, new step, {seconds:.0f} s, measured one after the other in this run")
+    print(f"{'':34s}{'steps/s each':>14s}{'frames/s total':>16s}{'ratio':>8s}")
+    base = sum(f for _, f in one)
+    print(f"{'1 process x 2 threads':34s}{one[0][0]:14.2f}{base:16.0f}{1:7.2f}x")
+    print(f"{'2 processes x 1 thread':34s}{' / '.join(f'{s:.2f}' for s, _ in two):>14s}"
+          f"{sum(f for _, f in two):16.0f}{sum(f for _, f in two) / base:7.2f}x")
+
+
+def _to_goal(data, tc: train.TrainConfig, tmp: str, seed: int) -> dict:
+    run = train.train_agent(data, None, tc, seed, data_dir=tmp, progress=True)
+    hist = run.history
+    checks = hist.dropna(subset=[c for c in hist.columns if c.startswith("success/")][:1]).iloc[:-1]
+    met = [r for _, r in checks.iterrows()
+           if train.goals_met({c[8:]: r[c] for c in checks.columns if c.startswith("success/")})]
+    m = run.meta["metrics"]
+    return {"goal_step": met[0]["step"] if met else float("nan"),
+            "goal_seconds": met[0]["seconds"] if met else float("nan"),
+            "stop_step": m["steps"], "stop_seconds": m["train_seconds"], "reason": m["stop_reason"],
+            "test": " ".join(f"{g['success_rate']:.3f}" for g in m["greedy"]),
+            "test_met": train.goals_met({g["level"]: g["success_rate"] for g in m["greedy"]})}
+
+
+def bench_goal(seed: int = 0) -> None:
+    data = _data()
+    protocol = dict(check_every=500, check_episodes=200)
+    old = replace(train.FIXED_RECIPE, **protocol, goal_checks=1, min_steps=0)  # stops at the goal, to save time
+    new = replace(train.TrainConfig(), **protocol)
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        data = demos.collect_demos(levels, 500, 0, None, tmp, progress=False)
-        vocab = Vocabulary.from_sentences(data.missions)
-        n_par, s_naive, f_naive = time_naive(data, vocab, seconds)
-        agent, a_par, s_agent, f_agent = time_agent(data, vocab, seconds)
-    t0 = time.perf_counter()
-    table, per = rollouts.evaluate(agent, levels, 100, seed=0)
-    dt = time.perf_counter() - t0
-    print(f"training throughput, {seconds:.0f} s each, torch threads = {torch.get_num_threads()}")
-    print(f"{'':34s}{'params':>10s}{'steps/s':>9s}{'frames/s':>10s}{'ratio':>8s}")
-    print(f"{'naive per-frame transformer (b=256)':34s}{n_par:10,d}{s_naive:9.2f}{f_naive:10.0f}{1:8.1f}x")
-    print(f"{'alignnb agent (96 episodes/batch)':34s}{a_par:10,d}{s_agent:9.2f}{f_agent:10.0f}{f_agent / f_naive:8.1f}x")
-    print(f"evaluation (barely trained agent, so long failing episodes): {len(per)} episodes in {dt:.1f} s = "
-          f"{len(per) / dt:.1f} episodes/s, {per['length'].sum() / dt:.0f} env steps/s")
+        with old_step():
+            rows.append(("old: 13k-step schedule, old step, 2 thr", _to_goal(data, old, tmp, seed)))
+        rows.append(("new: 6k-step schedule, 2 threads", _to_goal(data, replace(new, threads=2), tmp, seed)))
+        rows.append(("new: 6k-step schedule, 1 thread", _to_goal(data, new, tmp, seed)))
+    print(f"\ntime to goal (seed {seed}): first success check (200 validation episodes per level, every 500 steps)"
+          " meeting 99/97/97/95%; seconds include the checks")
+    print(f"{'':42s}{'goal step':>10s}{'goal s':>8s}{'ratio':>7s}{'stop step':>10s}{'stop s':>8s}  "
+          f"{'test (500 per level)':24s}{'met':>4s}  why it stopped")
+    base = rows[0][1]["goal_seconds"]
+    for name, r in rows:
+        print(f"{name:42s}{r['goal_step']:10.0f}{r['goal_seconds']:8.0f}{base / r['goal_seconds']:6.2f}x"
+              f"{r['stop_step']:10d}{r['stop_seconds']:8.0f}  {r['test']:24s}{'yes' if r['test_met'] else 'no':>4s}"
+              f"  {r['reason']}")
+    print(f"today's recipe as run trains all 13,000 steps: at the old step's speed that is about "
+          f"{base * 13_000 / rows[0][1]['goal_step']:.0f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("parts", nargs="*", default=["steps", "processes", "goal"],
+                        choices=["steps", "processes", "goal"])
+    parser.add_argument("--seconds", type=float, default=30.0, help="seconds per throughput measurement")
+    args = parser.parse_args()
+    if "steps" in args.parts:
+        bench_steps(_data(), args.seconds)
+    if "processes" in args.parts:
+        bench_processes(args.seconds)
+    if "goal" in args.parts:
+        bench_goal()
 
 
 if __name__ == "__main__":
-    main(float(sys.argv[1]) if len(sys.argv) > 1 else 30.0)
+    main()

@@ -140,7 +140,8 @@ def test_lr_schedule():
     assert all(train.lr_at(s, tc) >= train.lr_at(s + 1, tc) for s in range(100, 999))
 
 
-QUICK_RECIPE = replace(train.TrainConfig(), steps=40, batch_episodes=32, warmup=10, val_every=20, eval_every=0,
+QUICK_RECIPE = replace(train.TrainConfig(), steps=40, batch_episodes=32, warmup=10, val_every=20, check_every=0,
+                       goal_checks=0,
                        checkpoint_every=20)
 
 

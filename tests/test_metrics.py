@@ -217,3 +217,32 @@ def test_fractional_ties_are_the_expectation_over_random_tie_breaks():
     np.testing.assert_allclose(fast.null, slow.null, atol=1e-12)
     with pytest.raises(ValueError, match="ties must be one of"):
         metrics.precision_at_k(bag, cont, k, ties="random")
+
+
+def test_cosine_blocks_equal_unit_rows_within_float32_rounding():
+    """Rows are normalised on the fly, block by block: the same similarities as a unit-row copy."""
+    rng = np.random.default_rng(3)
+    for X in (rng.normal(size=(300, 40)).astype(np.float32), rng.normal(size=(300, 40))):
+        U = X / np.linalg.norm(X, axis=1, keepdims=True)
+        full = (U @ U.T).astype(np.float32)
+        np.fill_diagonal(full, -np.inf)
+        blocks = np.concatenate([sim.numpy() for _, _, sim in metrics.cosine_blocks(X, chunk=64)])
+        assert blocks.dtype == np.float32 and blocks.shape == (300, 300)
+        assert np.array_equal(np.isinf(blocks), np.isinf(full))
+        finite = np.isfinite(full)
+        assert np.abs(blocks[finite] - full[finite]).max() < 1e-6
+    with pytest.raises(ValueError, match="zero vector"):
+        next(metrics.cosine_blocks(np.vstack([X, np.zeros((1, 40))])))
+
+
+def test_precision_is_scale_free_up_to_the_largest_floats():
+    """Rows scaled by 1e20 (float32) or 1e200 (float64) have the same neighbours: no overflow."""
+    rng = np.random.default_rng(4)
+    A = rng.normal(size=(200, 16)).astype(np.float32)
+    B = A + 0.5 * rng.normal(size=A.shape).astype(np.float32)
+    base = metrics.precision_at_k(A, B, 10)
+    # the same up to a near-tie or two at float32 rounding (one neighbour of one sentence is 0.0005)
+    assert metrics.precision_at_k(A * np.float32(1e20), B, 10) == pytest.approx(base, abs=1e-3)
+    big = A.astype(np.float64) * 1e200
+    assert metrics.precision_at_k(big, B.astype(np.float64), 10) == pytest.approx(base, abs=1e-3)
+    assert metrics.precision_at_k(A, A * np.float32(1e-30), 10) == 1.0

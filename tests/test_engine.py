@@ -1,0 +1,137 @@
+"""Stage 2's recipe: early stopping on validation success checks, resuming, agents side by side."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pandas as pd
+import pytest
+import torch
+
+from alignnb import engine, train
+from conftest import LEVELS
+from test_agent import SMALL
+
+GOALS = train.SUCCESS_GOALS
+
+
+def _check(step: int, rates: dict[str, float]) -> dict:
+    return {"step": step, **{f"success/{lv}": r for lv, r in rates.items()}}
+
+
+def _rates(ok: bool) -> dict[str, float]:
+    return {lv: (goal if ok else goal - 0.02) for lv, goal in GOALS.items()}
+
+
+def test_goals_met_is_per_level():
+    assert train.goals_met(_rates(True))
+    assert not train.goals_met(_rates(False))
+    almost = {**_rates(True), "BabyAI-PickupLoc-v0": 0.969}
+    assert not train.goals_met(almost)
+    assert not train.goals_met({})  # nothing scored is not a success
+    assert train.goals_met({"BabyAI-Other-v0": 0.95}) and not train.goals_met({"BabyAI-Other-v0": 0.94})
+
+
+def test_stop_reason_on_a_synthetic_validation_curve():
+    tc = train.TrainConfig(steps=5000, check_every=500, min_steps=1500, goal_checks=2)
+    curve = {500: False, 1000: True, 1500: False, 2000: True, 2500: True, 3000: True}
+    history: list[dict] = []
+    stops = []
+    for step in range(100, 3100, 100):
+        history.append(_check(step, _rates(curve[step])) if step in curve else {"step": step, "train_loss": 0.1})
+        if train.stop_reason(history, tc):
+            stops.append(step)
+    # 1000 passes alone (and is before min_steps); 2000 is the first pass after a fail; 2500 the second in a row
+    assert stops[0] == 2500 and "goals met" in train.stop_reason(history[:25], tc)
+    # one check is enough with goal_checks=1, but never before min_steps
+    one = replace(tc, goal_checks=1)
+    assert [s for s in curve if train.stop_reason([h for h in history if h["step"] <= s], one)] == [2000, 2500, 3000]
+    # without early stopping only the last step stops
+    never = replace(tc, goal_checks=0)
+    assert train.stop_reason(history, never) is None
+    assert train.stop_reason(history + [{"step": 5000}], never) == "max steps"
+    # a row after the check (no check of its own) does not repeat the decision
+    assert train.stop_reason(history[:25] + [{"step": 2600, "train_loss": 0.1}], tc) is None
+
+
+def _fake_checks(monkeypatch, passing_from: int, seed: int, interrupt_at: int | None = None):
+    """Success checks follow a synthetic curve: the goals are met from step ``passing_from`` on."""
+    real = train.evaluate
+
+    def evaluate(agent, levels, episodes, seed=0, **kw):
+        if seed < 10_000:  # the final test: real episodes
+            return real(agent, levels, episodes, seed=seed, **kw)
+        step = seed - 10_000 - base
+        if interrupt_at is not None and step == interrupt_at:
+            raise KeyboardInterrupt
+        rates = {lv: (1.0 if step >= passing_from else 0.5) for lv in levels}
+        table = pd.DataFrame({"level": levels, "success_rate": [rates[lv] for lv in levels],
+                              "episodes": episodes, "mean_length": 5.0})
+        return table, pd.DataFrame()
+
+    base = seed
+    monkeypatch.setattr(train, "evaluate", evaluate)
+
+
+RECIPE = replace(train.TrainConfig(), steps=200, batch_episodes=16, warmup=5, val_every=10, check_every=10,
+                 check_episodes=3, min_steps=20, goal_checks=2, checkpoint_every=10)
+
+
+def test_training_stops_when_validation_checks_meet_the_goals(small_demos, data_root, monkeypatch):
+    _fake_checks(monkeypatch, passing_from=30, seed=3)
+    run = train.train_agent(small_demos, SMALL, RECIPE, seed=3, data_dir=data_root, final_eval_episodes=2,
+                            progress=False)
+    m = run.meta["metrics"]
+    assert m["steps"] == 40 and m["stop_reason"].startswith("goals met") and not m["cut_short"]
+    checks = run.history.dropna(subset=[f"success/{LEVELS[0]}"])
+    assert list(checks["step"])[:-1] == [10, 20, 30, 40]  # checks from min_steps - check_every; the last row is the test
+    assert run.meta["torch_threads"] == RECIPE.threads == 1
+
+
+def test_an_interrupted_run_resumes_bit_for_bit(small_demos, data_root, tmp_path, monkeypatch):
+    """Interrupted at a check after its checkpoint, resumed in a new call: the same weights and log."""
+    _fake_checks(monkeypatch, passing_from=60, seed=4)
+    whole = train.train_agent(small_demos, SMALL, RECIPE, seed=4, data_dir=tmp_path / "a", final_eval_episodes=2,
+                              progress=False)
+    assert whole.meta["metrics"]["steps"] == 70
+    _fake_checks(monkeypatch, passing_from=60, seed=4, interrupt_at=50)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_agent(small_demos, SMALL, RECIPE, seed=4, data_dir=tmp_path / "b", final_eval_episodes=2,
+                          progress=False)
+    state = torch.load(next((tmp_path / "b" / "agents").iterdir()) / "state.pt", weights_only=True)
+    assert state["step"] == 40
+    _fake_checks(monkeypatch, passing_from=60, seed=4)
+    resumed = train.train_agent(small_demos, SMALL, RECIPE, seed=4, data_dir=tmp_path / "b", final_eval_episodes=2,
+                                progress=False)
+    for name, p in whole.agent.state_dict().items():
+        assert torch.equal(resumed.agent.state_dict()[name], p), name
+    cols = [c for c in whole.history.columns if c != "seconds"]  # the log too, wall-clock times aside
+    assert "val_loss" in cols and f"success/{LEVELS[0]}" in cols
+    pd.testing.assert_frame_equal(resumed.history[cols], whole.history[cols])
+
+
+def test_agents_side_by_side_equal_agents_one_after_the_other(small_demos, tmp_path):
+    tc = replace(RECIPE, steps=30, check_every=0, goal_checks=0)
+    jobs = [engine.TrainJob(str(small_demos.path), SMALL, tc, seed, final_eval_episodes=2) for seed in (0, 1)]
+    assert engine.default_workers(jobs) == 2
+    apart = engine.train_side_by_side(jobs, tmp_path / "parallel", workers=2, progress=True)
+    after = engine.train_side_by_side(jobs, tmp_path / "sequential", workers=1, progress=False)
+    for a, b in zip(apart, after):
+        assert a.path.name == b.path.name and a.meta["torch_threads"] == 1
+        for name, p in a.agent.state_dict().items():
+            assert torch.equal(b.agent.state_dict()[name], p), name
+    assert any(not torch.equal(p, q) for p, q in zip(apart[0].agent.parameters(), apart[1].agent.parameters()))
+    # cached: a second call trains nothing and returns the same runs
+    again = engine.train_side_by_side(jobs, tmp_path / "parallel", progress=False)
+    assert [r.path for r in again] == [r.path for r in apart]
+
+
+def test_thread_count_is_part_of_the_recipe(small_demos):
+    from alignnb import runs
+
+    one, two = RECIPE, replace(RECIPE, threads=2)
+    assert runs.run_key(small_demos.key, SMALL, one, 0) != runs.run_key(small_demos.key, SMALL, two, 0)
+    with pytest.raises(ValueError, match="threads"):
+        train.TrainConfig(threads=0)
+    with pytest.raises(ValueError, match="check_every"):
+        train.TrainConfig(check_every=0, goal_checks=2)
