@@ -16,6 +16,8 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,8 +50,31 @@ def default_workers(jobs: list[TrainJob]) -> int:
     return max(1, min(len(jobs), (os.cpu_count() or 1) // threads))
 
 
-def _run_job(job: TrainJob, data_dir: str | None, index: int, reports) -> str:
+_REPORTS = None  # in a worker: the queue its progress goes to
+
+
+def _init_worker(parent: int, reports) -> None:
+    """In a worker: keep the progress queue, and end this process when its parent is gone.
+
+    A pool's workers outlive a parent that is killed (a notebook kernel restarted, a run
+    interrupted): without the watch they would go on training, unseen, on the cores the next
+    run needs.
+    """
+    global _REPORTS
+    _REPORTS = reports
+
+    def watch() -> None:
+        while True:
+            time.sleep(2.0)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _run_job(job: TrainJob, data_dir: str | None, index: int) -> str:
     data = demos.load_demos(job.demos_path)
+    reports = _REPORTS
     report = None if reports is None else (lambda step, total: reports.put((index, step, total)))
     run = train_agent(data, job.agent_config, job.train_config, job.seed, data_dir=data_dir,
                       final_eval_episodes=job.final_eval_episodes, progress=False, report=report)
@@ -82,9 +107,10 @@ def train_side_by_side(jobs: list[TrainJob], data_dir: str | os.PathLike | None 
 
 def _in_workers(jobs: list[TrainJob], todo: list[int], data_dir: str | None, workers: int, progress: bool) -> None:
     ctx = mp.get_context("spawn")
-    with ctx.Manager() as manager, ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-        reports = manager.Queue() if progress else None
-        futures = [pool.submit(_run_job, jobs[i], data_dir, i, reports) for i in todo]
+    reports = ctx.Queue() if progress else None
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(os.getpid(), reports)) as pool:
+        futures = [pool.submit(_run_job, jobs[i], data_dir, i) for i in todo]
         bars = {i: tqdm(total=jobs[i].train_config.steps, desc=f"agent, seed {jobs[i].seed}", unit="step",
                         position=n, disable=not progress) for n, i in enumerate(todo)}
         try:
