@@ -50,9 +50,10 @@ def precision_vs_k(spaces: Mapping[str, Embeddings], reference: str = "agent", k
     keys = check_all(spaces)
     ref = spaces[reference].vectors
     n = len(ref)
-    ks = [k for k in ks if k < n]
+    asked = list(ks)
+    ks = [k for k in asked if k < n]
     if not ks:
-        raise ValueError(f"every k of {list(ks)} is at least the number of sentences n={n}: choose k < n")
+        raise ValueError(f"every k of {asked} is at least the number of sentences n={n}: choose k < n")
     rng = np.random.default_rng(seed)
     perms = [rng.permutation(n) for _ in range(n_perm)]
     ma = {k: metrics.knn_membership(ref, k) for k in ks}

@@ -14,8 +14,11 @@ def as_matrix(X, name: str = "X") -> np.ndarray:
     X = np.asarray(X)
     if X.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array [n_sentences, dim], got shape {X.shape}")
-    if not np.issubdtype(X.dtype, np.number):
-        raise ValueError(f"{name} must be numeric, got {X.dtype}")
+    if np.iscomplexobj(X):
+        raise ValueError(f"{name} is complex ({X.dtype}): embeddings must be real; pass X.real or np.abs(X) "
+                         "explicitly if that is what you mean")
+    if not np.issubdtype(X.dtype, np.number) or X.dtype == np.bool_:
+        raise ValueError(f"{name} must be a real numeric array, got {X.dtype}")
     if not np.isfinite(X).all():
         bad = int((~np.isfinite(X)).any(1).sum())
         raise ValueError(f"{name} has NaN or infinite values in {bad} row(s): check the embeddings")
@@ -40,7 +43,21 @@ def check_pair(A, B, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
 
 def unit_rows(X: np.ndarray, name: str = "X") -> np.ndarray:
     """Rows scaled to unit L2 norm (one float32 copy); a zero row is a ValueError."""
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    norms = row_norms(X, name)[:, None]
+    return np.divide(X, norms.astype(X.dtype if X.dtype == np.float64 else np.float32), dtype=np.float32)
+
+
+def row_norms(X: np.ndarray, name: str = "X", block: int = 256) -> np.ndarray:
+    """float64 L2 norm of each row, in blocks of rows (no copy of X); zero rows are a ValueError.
+
+    Each row is divided by its largest absolute value first, so rows near the largest floats
+    (1e20 in float32, 1e200 in float64) do not overflow when squared.
+    """
+    norms = np.empty(len(X))
+    for s in range(0, len(X), block):
+        rows = X[s:s + block].astype(np.float64)
+        scale = np.abs(rows).max(axis=1) if rows.size else np.zeros(len(rows))
+        norms[s:s + block] = scale * np.linalg.norm(rows / np.where(scale > 0, scale, 1.0)[:, None], axis=1)
     if (norms == 0).any():
         raise ValueError(f"{name} has {int((norms == 0).sum())} zero vector(s): cosine similarity is undefined")
-    return np.divide(X, norms, dtype=np.float32)  # one float32 copy, no float64 temporary
+    return norms

@@ -27,6 +27,7 @@ import papermill
 from papermill.exceptions import PapermillExecutionError
 
 from . import config, demos, io, registry
+from .registry import ModelUnavailable
 from .study import StudyConfig
 
 
@@ -128,6 +129,7 @@ def run_notebooks(
     cfg = StudyConfig.from_dict({**{k: v for k, v in parameters.items() if k in study_names}, "quick": bool(quick)})
     extra = {k: v for k, v in parameters.items() if k not in study_names}
 
+    cfg.check_sentence_count()  # k against the sentence set, if it is cached; else after notebook 01
     name = run_name(quick, parameters)
     run_dir = Path(output) if output else config.runs_dir() / name
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -153,6 +155,8 @@ def run_notebooks(
                 f"{exc.ename}: {exc.evalue}. The executed copy with the traceback is {out}."
             ) from exc
         print(f"[alignnb] {path.name} done in {time.perf_counter() - t0:.0f} s", flush=True)
+        if path.name.startswith("01"):
+            cfg.check_sentence_count()  # before any agent is trained
     return run_dir
 
 
@@ -236,7 +240,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             return 0
         run_dir = run_notebooks(params, quick=args.quick, output=args.output, only=args.only,
                                 timeout=args.timeout)
-    except (NotebookFailed, ValueError, FileNotFoundError) as exc:
+    except (NotebookFailed, ValueError, OSError, ModelUnavailable) as exc:
         print(f"alignnb run: {exc}", file=sys.stderr)
         return 1
     print(f"[alignnb] executed notebooks in {run_dir}")
@@ -246,7 +250,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_collect(args: argparse.Namespace) -> int:
     try:
         d = demos.collect_demos(args.levels, args.episodes, args.seed, args.workers, args.data_dir, args.force)
-    except (ValueError, demos.DemoCollectionError) as exc:
+    except (ValueError, OSError, demos.DemoCollectionError) as exc:  # no traceback: the message says what to do
         print(f"alignnb collect: {exc}", file=sys.stderr)
         return 1
     print(d)

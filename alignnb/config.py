@@ -15,6 +15,7 @@ import random
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,6 +64,13 @@ def runs_dir() -> Path:
 def notebooks_dir() -> Path:
     """The folder of the numbered study notebooks."""
     return REPO_ROOT / "notebooks"
+
+
+def check_seed(seed: Any) -> int:
+    """``seed`` as an int; a float like 1.5 (which int() would round into seed 1's cache entry) is an error."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"a seed must be an integer, got {seed!r} ({type(seed).__name__})")
+    return int(seed)
 
 
 def set_seed(seed: int) -> None:

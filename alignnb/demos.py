@@ -24,6 +24,7 @@ import difflib
 import multiprocessing as mp
 import os
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,8 +194,10 @@ def demos_key(levels: list[str], episodes_per_level: int, seed: int) -> str:
     """Cache key of a data set: a hash of everything that determines its contents."""
     return io.cache_key({
         "kind": "demos", "format": FORMAT_VERSION, "levels": list(levels),
-        "episodes_per_level": int(episodes_per_level), "seed": int(seed),
-        "minigrid": config.package_version("minigrid"),
+        "episodes_per_level": int(episodes_per_level), "seed": config.check_seed(seed),
+        # the libraries whose code draws the layouts and plays the bot
+        "minigrid": config.package_version("minigrid"), "gymnasium": config.package_version("gymnasium"),
+        "numpy": config.package_version("numpy"),
     })
 
 
@@ -225,9 +228,21 @@ def collect_demos(
         raise ValueError(f"workers must be a positive integer (or None for all cores), got {workers}")
     episodes_per_level = int(episodes_per_level)
     path = demos_path(levels, episodes_per_level, seed, data_dir)
-    if path.exists() and (path / "meta.json").exists() and not force:
-        return load_demos(path)
+    # one collection per data set at a time: a second identical run waits and then reuses it
+    with io.file_lock(path.parent / f".{path.name}.lock",
+                      waiting=f"another process is collecting {path}; waiting for it to finish"):
+        if (path / "meta.json").exists() and not force:
+            try:
+                return load_demos(path)
+            except io.CorruptCache as exc:
+                warnings.warn(f"{exc.problem} in the cached demonstrations {path}: collecting them again",
+                              RuntimeWarning, stacklevel=2)
+                force = True
+        return _collect(levels, episodes_per_level, seed, workers, path, force, progress)
 
+
+def _collect(levels: list[str], episodes_per_level: int, seed: int, workers: int, path: Path, force: bool,
+             progress: bool) -> Demos:
     t0 = time.perf_counter()
     jobs = _chunks(levels, episodes_per_level, workers)
     bars = {lv: tqdm(total=episodes_per_level, desc=lv.removeprefix("BabyAI-"), unit="ep",
@@ -314,7 +329,7 @@ def _write_demos(path: Path, chunks: list[dict], levels: list[str], episodes_per
         "n_frames": int(offset),
         "n_missions": len(missions),
     }
-    with io.atomic_dir(path, overwrite=force) as tmp:
+    with io.atomic_dir(path, overwrite=force, exist_ok=True) as tmp:
         for name, arr in arrays.items():
             np.save(tmp / f"{name}.npy", arr)
         table.to_csv(tmp / "episodes.csv", index=False)
@@ -329,11 +344,28 @@ def load_demos(path: str | os.PathLike, mmap: bool = True) -> Demos:
         raise FileNotFoundError(
             f"no demonstration data set at {path}. Make one with alignnb.demos.collect_demos(...) "
             "or by running notebooks/01_collect_demos.ipynb (or `alignnb collect`).")
+    fix = (f"Delete the folder (rm -r {path}) and rerun notebooks/01_collect_demos.ipynb or `alignnb collect`, "
+           "or call collect_demos(..., force=True)")
+    meta = io.read_json(path / "meta.json", fix)
     mode = "r" if mmap else None
-    arrays = {name: np.load(path / f"{name}.npy", mmap_mode=mode) for name in ARRAYS}
-    episodes = pd.read_csv(path / "episodes.csv")
-    return Demos(path=path, episodes=episodes, missions=io.read_json(path / "missions.json"),
-                 meta=io.read_json(path / "meta.json"), **arrays)
+    arrays = {}
+    for name in ARRAYS:
+        try:
+            arrays[name] = np.load(path / f"{name}.npy", mmap_mode=mode, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise io.CorruptCache(path / f"{name}.npy", f"{type(exc).__name__}: {exc}", fix) from exc
+        if len(arrays[name]) != meta.get("n_frames", len(arrays[name])):
+            raise io.CorruptCache(path / f"{name}.npy", f"{len(arrays[name])} frames where meta.json says "
+                                  f"{meta['n_frames']}", fix)
+    try:
+        episodes = pd.read_csv(path / "episodes.csv")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise io.CorruptCache(path / "episodes.csv", f"{type(exc).__name__}: {exc}", fix) from exc
+    if len(episodes) != meta.get("n_episodes", len(episodes)):
+        raise io.CorruptCache(path / "episodes.csv", f"{len(episodes)} episodes where meta.json says "
+                              f"{meta['n_episodes']}", fix)
+    return Demos(path=path, episodes=episodes, missions=io.read_json(path / "missions.json", fix), meta=meta,
+                 **arrays)
 
 
 def episode_frames(demos: Demos, row: int) -> dict[str, np.ndarray]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,9 +52,18 @@ class Embeddings:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Embeddings:
-        """Read a set written by :meth:`save` (no pickles are loaded)."""
-        with np.load(path, allow_pickle=False) as z:
-            return cls(str(z["model"]), [str(s) for s in z["sentences"]], z["vectors"], json.loads(str(z["meta"])))
+        """Read a set written by :meth:`save` (no pickles are loaded); an unreadable file is :class:`io.CorruptCache`."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                out = cls(str(z["model"]), [str(s) for s in z["sentences"]], np.asarray(z["vectors"]),
+                          json.loads(str(z["meta"])))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+            raise io.CorruptCache(path, f"{type(exc).__name__}: {exc}",
+                                  f"Delete it (rm {path}) and rerun notebooks/03_extract_embeddings.ipynb") from exc
+        if out.vectors.ndim != 2 or len(out.vectors) != len(out.sentences):
+            raise io.CorruptCache(path, f"vectors of shape {out.vectors.shape} for {len(out.sentences)} sentences",
+                                  f"Delete it (rm {path}) and rerun notebooks/03_extract_embeddings.ipynb")
+        return out
 
 
 def check_same_sentences(a: Embeddings, b: Embeddings) -> None:

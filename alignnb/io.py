@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -51,18 +52,94 @@ def file_hash(path: str | os.PathLike, length: int = 16, chunk: int = 1 << 20) -
     return h.hexdigest()[:length]
 
 
+TEMP_SUFFIX = ".tmp"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _host() -> str:
+    return socket.gethostname().split(".")[0].replace("-", "_") or "host"
+
+
+def _temp_prefix(final: Path) -> str:
+    """Temporary names carry the writer's host and pid (``.<name>.<host>-<pid>.<random>.tmp``).
+
+    So :func:`remove_stale_temps` can tell a killed writer's leftovers from a live writer's
+    file, even in a data folder that several machines share.
+    """
+    return f".{final.name}.{_host()}-{os.getpid()}."
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not every file system lets a folder be opened
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Remove temporary files and folders left in ``folder`` by writers that no longer run.
+
+    A temporary name holds its writer's pid; one whose process is gone (on this machine) was
+    killed before it could rename or clean up. Returns what was removed.
+    """
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for tmp in folder.glob(f".*{TEMP_SUFFIX}"):
+        parts = tmp.name.split(".")
+        host, _, pid = parts[-3].rpartition("-") if len(parts) >= 4 else ("", "", "")
+        if host != _host() or not pid.isdigit() or _alive(int(pid)):
+            continue  # another machine's, a live writer's, or not ours to judge
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @contextlib.contextmanager
-def atomic_dir(final: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+def atomic_dir(final: str | os.PathLike, overwrite: bool = False, exist_ok: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``final``; on success rename it to ``final``.
 
-    On an exception the temporary folder is removed and nothing appears at ``final``.
+    On an exception the temporary folder is removed and nothing appears at ``final``. If
+    ``final`` appeared meanwhile (another process made the same result), ``exist_ok=True``
+    keeps that one and drops ours; ``overwrite=True`` replaces it; otherwise FileExistsError.
+    The folder gets the permissions of a folder made with ``mkdir`` (mkdtemp's are 0700).
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    remove_stale_temps(final.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(final), suffix=TEMP_SUFFIX, dir=final.parent))
     try:
         yield tmp
+        tmp.chmod(0o777 & ~_umask())
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                _fsync_file(f)
         if final.exists():
+            if exist_ok and not overwrite:
+                shutil.rmtree(tmp, ignore_errors=True)
+                return
             if not overwrite:
                 raise FileExistsError(f"{final} already exists")
             old = final.with_name(f".{final.name}.old")
@@ -72,26 +149,82 @@ def atomic_dir(final: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
             tmp.rename(final)
             shutil.rmtree(old, ignore_errors=True)
         else:
-            tmp.rename(final)
+            try:
+                tmp.rename(final)
+            except OSError:  # another process renamed its folder into place first
+                if not (exist_ok and final.exists()):
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
+        _fsync_dir(final.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_file(final: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
-    """Open a temporary file beside ``final`` for writing; rename it into place on success."""
+    """Open a temporary file beside ``final`` for writing; rename it into place on success.
+
+    The data reach the disk (fsync) before the rename, so after a crash ``final`` holds the
+    old or the new content, never a torn file. The file gets the permissions of a normally
+    created one (0666 minus the umask; mkstemp's are 0600, unreadable in a shared folder).
+    """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    remove_stale_temps(final.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(final), suffix=TEMP_SUFFIX, dir=final.parent)
     try:
         with os.fdopen(fd, mode) as f:
             yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, final)
+        _fsync_dir(final.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+class CorruptCache(ValueError):
+    """A cached file exists but cannot be read (truncated, corrupted or of another format)."""
+
+    def __init__(self, path: str | os.PathLike, problem: str, fix: str):
+        self.path, self.problem, self.fix = Path(path), problem, fix
+        super().__init__(f"cached file {path} cannot be read ({problem}). {fix}")
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike, waiting: str = "") -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if missing) for the block; other processes wait.
+
+    Used where two processes would otherwise compute the same cached result at once: the
+    second waits for the first and then finds its result. ``waiting`` is printed if it has to wait.
+    """
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting:
+                print(waiting, flush=True)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -101,9 +234,13 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         f.write("\n")
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    with open(path) as f:
-        return json.load(f)
+def read_json(path: str | os.PathLike, fix: str = "") -> Any:
+    """The JSON in ``path``; a file that is not valid JSON raises :class:`CorruptCache` (with ``fix``)."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CorruptCache(path, f"not valid JSON: {exc}", fix or f"delete it (rm {path}) and rerun") from exc
 
 
 def _json_default(obj: Any) -> Any:

@@ -38,7 +38,7 @@ from scipy import sparse
 from scipy.stats import spearmanr
 
 # the checks and Procrustes live in their own modules and are re-exported: one metrics namespace
-from .checks import as_matrix, check_pair, unit_rows  # noqa: F401
+from .checks import as_matrix, check_pair, row_norms, unit_rows  # noqa: F401
 from .procrustes import (ProcrustesResult, disparity_of_coordinates, principal_coordinates, procrustes,  # noqa: F401
                          procrustes_disparity, procrustes_map)
 
@@ -46,18 +46,6 @@ from .procrustes import (ProcrustesResult, disparity_of_coordinates, principal_c
 # --------------------------------------------------------------------------------------
 # k nearest neighbours and precision@k
 # --------------------------------------------------------------------------------------
-
-
-def row_norms(X: np.ndarray, name: str = "X", block: int = 256) -> np.ndarray:
-    """float64 L2 norm of each row, computed in blocks of rows (no copy of X, no overflow); zero rows are an error."""
-    norms = np.empty(len(X))
-    for s in range(0, len(X), block):
-        rows = X[s:s + block].astype(np.float64)
-        scale = np.abs(rows).max(axis=1)  # divide first: the squares of rows near 1e200 would overflow
-        norms[s:s + block] = scale * np.linalg.norm(rows / np.where(scale > 0, scale, 1.0)[:, None], axis=1)
-    if (norms == 0).any():
-        raise ValueError(f"{name} has {int((norms == 0).sum())} zero vector(s): cosine similarity is undefined")
-    return norms
 
 
 def cosine_blocks(X: np.ndarray, chunk: int = 2048, name: str = "X"):
@@ -262,6 +250,10 @@ def rsa(A, B) -> float:
     ua, ub = unit_rows(A, "A").astype(np.float64), unit_rows(B, "B").astype(np.float64)
     iu = np.triu_indices(len(A), 1)
     da, db = (1 - ua @ ua.T)[iu], (1 - ub @ ub.T)[iu]
+    for name, d in (("A", da), ("B", db)):
+        if np.ptp(d) == 0:
+            raise ValueError(f"every pair of sentences in {name} is equally similar (a constant space, or all "
+                             "vectors parallel): the rank correlation RSA is undefined")
     return float(spearmanr(da, db).statistic)
 
 

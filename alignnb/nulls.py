@@ -88,6 +88,13 @@ def permutation_null(metric: str | Metric, A, B, k: int = 15, n_perm: int = 1000
                       p_value(observed, null, m.higher_is_better), m.higher_is_better, strata is not None)
 
 
+def _check_resamples(n_boot: int, level: float) -> None:
+    if isinstance(n_boot, bool) or int(n_boot) != n_boot or n_boot < 2:
+        raise ValueError(f"n_boot must be an integer of at least 2 resamples, got {n_boot!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), e.g. 0.95, got {level!r}")
+
+
 def query_interval(per_sentence: np.ndarray, n_boot: int = 200, seed: int = 0, level: float = 0.95) -> IntervalResult:
     """Percentile interval of the mean of ``per_sentence`` scores resampled with replacement.
 
@@ -101,6 +108,7 @@ def query_interval(per_sentence: np.ndarray, n_boot: int = 200, seed: int = 0, l
     _check_level(level)
     rng = np.random.default_rng(seed)
     n = len(per_sentence)
+    _check_resamples(n_boot, level)
     samples = per_sentence[rng.integers(0, n, size=(n_boot, n))].mean(1)
     alpha = (1 - level) / 2
     return IntervalResult(float(per_sentence.mean()), float(np.quantile(samples, alpha)),
@@ -127,6 +135,7 @@ def subsample_interval(score: Callable[[np.ndarray, np.ndarray], float], A, B, n
         if size < 4:
             raise ValueError(f"fraction={fraction} of {n} sentences leaves {size}: too few to score")
     rng = np.random.default_rng(seed)
+    _check_resamples(n_boot, level)
     samples = np.empty(n_boot)
     for i in range(n_boot):
         idx = rng.choice(n, size=size, replace=replace)

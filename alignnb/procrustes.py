@@ -44,7 +44,12 @@ def _pca(X: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _common_dim(A: np.ndarray, B: np.ndarray, dim: int | None) -> int:
     limit = min(A.shape[1], B.shape[1], len(A) - 1)
-    return limit if dim is None else min(int(dim), limit)
+    if dim is None:
+        return limit
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or not 1 <= dim <= limit:
+        raise ValueError(f"dim must be an integer from 1 to {limit} (the smaller dimension, at most n - 1), "
+                         f"or None for {limit}; got {dim!r}")
+    return int(dim)
 
 
 def _orthogonal_map(X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, float]:

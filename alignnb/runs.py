@@ -16,6 +16,7 @@ demonstration data set, the agent's configuration, every training setting and th
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,8 @@ def run_key(demos_key: str, agent_config: AgentConfig, train_config: Any, seed: 
     return io.cache_key({"kind": "agent", "format": FORMAT_VERSION, "demos": demos_key,
                          "agent": agent_config.to_dict(),
                          "train": {k: v for k, v in train_config.to_dict().items() if k != "max_minutes"},
-                         "seed": int(seed), "torch": config.package_version("torch")})
+                         "seed": config.check_seed(seed), "torch": config.package_version("torch"),
+                         "numpy": config.package_version("numpy")})  # numpy draws the batches
 
 
 def run_dir(key: str, data_dir: str | os.PathLike | None = None) -> Path:
@@ -80,7 +82,13 @@ def load_agent(path: str | os.PathLike, vocab: Vocabulary | None = None,
     if not path.exists():
         raise FileNotFoundError(f"no agent checkpoint at {path}: train one with notebooks/02_train_agent.ipynb "
                                 "or alignnb.train.train_agent(...)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain values only: no code
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain values only: no code
+        ckpt["config"], ckpt["vocab"], ckpt["state_dict"]  # noqa: B018  (a checkpoint of this format)
+    except (RuntimeError, EOFError, KeyError, TypeError, OSError, pickle.UnpicklingError) as exc:
+        raise io.CorruptCache(path, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                              f"Delete its run folder (rm -r {path.parent}) and rerun notebooks/02_train_agent.ipynb "
+                              "(a checkpoint from elsewhere: ask for a new copy)") from exc
     cfg = AgentConfig(**ckpt["config"])
     voc = Vocabulary(ckpt["vocab"][2:])
     if vocab is not None and voc != vocab:
@@ -111,14 +119,28 @@ def load_run(path: str | os.PathLike) -> TrainedAgent:
     if not is_finished(path):
         raise FileNotFoundError(f"no finished training run at {path}: run notebooks/02_train_agent.ipynb with the "
                                 "same study parameters (or alignnb.study.train(cfg))")
-    episodes = pd.read_csv(path / "eval_episodes.csv") if (path / "eval_episodes.csv").exists() else None
+    fix = f"Delete the run folder (rm -r {path}) and rerun notebooks/02_train_agent.ipynb"
+    meta = io.read_json(path / "meta.json", fix)
+    tables = {}
+    for name in ("history.csv", "eval_episodes.csv"):
+        try:
+            tables[name] = pd.read_csv(path / name) if (path / name).exists() else None
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise io.CorruptCache(path / name, f"{type(exc).__name__}: {exc}", fix) from exc
+    if tables["history.csv"] is None or "step" not in tables["history.csv"].columns:
+        raise io.CorruptCache(path / "history.csv", "missing, or without its step column", fix)
     return TrainedAgent(path, load_agent(path / "agent.pt"), load_agent(path / "untrained.pt"),
-                        pd.read_csv(path / "history.csv"), io.read_json(path / "meta.json"), episodes)
+                        tables["history.csv"], meta, tables["eval_episodes.csv"])
 
 
 def write_run(path: Path, agent: Agent, metrics: dict[str, Any], history: pd.DataFrame,
               per_episode: pd.DataFrame, meta: dict[str, Any]) -> None:
-    """Write a finished run's files, each atomically, ``meta.json`` last."""
+    """Write a finished run's files, each atomically, ``meta.json`` last.
+
+    A run counts as finished only once ``meta.json`` exists (:func:`is_finished`), and every
+    reader checks that first (:func:`load_run`; stage 3 refuses the checkpoints of an
+    unfinished run folder), so a run becomes visible whole or not at all.
+    """
     save_agent(agent, path / "agent.pt", metrics)
     with io.atomic_file(path / "history.csv", "w") as f:
         history.to_csv(f, index=False)

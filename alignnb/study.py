@@ -100,8 +100,12 @@ class StudyConfig:
         object.__setattr__(self, "levels", tuple(demos.check_levels(list(self.levels))))
         try:
             registry.profile_models(self.profile)
-            for key in (*self.models, self.reference, self.space_a, *([self.space_b] if self.space_b else [])):
-                registry.get_spec(key)
+            for name, key in [*(("models", m) for m in self.models), ("reference", self.reference),
+                              ("space_a", self.space_a), *([("space_b", self.space_b)] if self.space_b else [])]:
+                try:
+                    registry.get_spec(key)
+                except KeyError as exc:
+                    raise KeyError(f"{name}: {exc.args[0]}") from None
             metrics.get_metric(self.metric)
         except KeyError as exc:
             raise ValueError(exc.args[0]) from None
@@ -177,6 +181,21 @@ class StudyConfig:
 
     def sentences_path(self, data_dir: str | os.PathLike | None = None) -> Path:
         return sentences_path(list(self.levels), self.seed, self.effective("sentence_patience"), data_dir)
+
+    def check_sentence_count(self, data_dir: str | os.PathLike | None = None) -> int | None:
+        """If the sentence set of this study is cached: its size, after checking that k fits it.
+
+        k needs k < n - 1 neighbours besides a sentence itself; this fails at once instead of
+        in notebook 04. Returns None when the set is not made yet (notebook 01 makes it).
+        """
+        path = self.sentences_path(data_dir)
+        if not path.exists():
+            return None
+        n = len(SentenceSet.load(path))
+        if self.k >= n - 1:
+            raise ValueError(f"k={self.k} needs more sentences: this study's sentence set has n={n}, so k must be "
+                             f"at most {n - 2}")
+        return n
 
     def agent_checkpoints(self, data_dir: str | os.PathLike | None = None) -> dict[str, Path]:
         """The agent checkpoints that stage 3 embeds: trained, untrained twin, replicate."""
@@ -346,7 +365,7 @@ def load_study(cfg: StudyConfig, data_dir: str | os.PathLike | None = None, comp
     cached already, and a missing one is an error naming the notebook that makes it.
     """
     run = runs.load_run(runs.run_dir(cfg.agent_key(), data_dir))
-    if run.meta["metrics"].get("cut_short", run.meta["metrics"].get("stopped_early")):
+    if run.meta["metrics"].get("stopped_early"):  # runs of an earlier format, finished at a time limit
         raise ValueError(f"the agent at {run.path} was cut short by a time limit and is not the configured recipe: "
                          "rerun notebooks/02_train_agent.ipynb without max_minutes")
     path = cfg.sentences_path(data_dir)

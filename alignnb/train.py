@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import time
 import warnings
 from collections.abc import Callable
@@ -221,12 +222,20 @@ def _save_state(path: Path, agent: Agent, opt: torch.optim.Optimizer, rng: np.ra
 
 
 def _load_state(path: Path, agent: Agent, opt: torch.optim.Optimizer, rng: np.random.Generator) -> _Progress:
-    st = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain values only: no code
-    agent.load_state_dict(st["model"])
-    opt.load_state_dict(st["optimizer"])
-    rng.bit_generator.state = st["rng"]
-    torch.set_rng_state(st["torch_rng"])
-    return _Progress(st["step"], st["history"], st["seconds"], st.get("running"))
+    try:
+        st = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain values only: no code
+        agent.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        rng.bit_generator.state = st["rng"]
+        torch.set_rng_state(st["torch_rng"])
+        return _Progress(st["step"], st["history"], st["seconds"], st.get("running"))
+    except (RuntimeError, EOFError, KeyError, TypeError, ValueError, OSError, pickle.UnpicklingError) as exc:
+        raise io.CorruptCache(path, f"the training state {path} cannot be read ({type(exc).__name__})",
+                              f"delete it (rm {path}); training then starts again") from exc
+
+
+class TrainingCutShort(RuntimeError):
+    """Training stopped at its time limit (``max_minutes``): the run is saved unfinished, to resume."""
 
 
 def _train_loop(agent: Agent, opt: torch.optim.Optimizer, rng: np.random.Generator, prog: _Progress,
@@ -297,12 +306,20 @@ def train_agent(data: demos.Demos, agent_config: AgentConfig | None = None, trai
     """
     ac, tc = agent_config or AgentConfig(), train_config or TrainConfig()
     path = run_dir(run_key(data.key, ac, tc, seed), data_dir)
-    if (path / "meta.json").exists() and not force:
-        return load_run(path)
+    # one training per run at a time: a second process asking for the same run waits, then loads it
     path.mkdir(parents=True, exist_ok=True)
-
-    with config.torch_threads(tc.threads):
-        return _train(data, ac, tc, seed, path, final_eval_episodes, force, progress, report)
+    with io.file_lock(path / ".lock", waiting=f"another process is training {path}; waiting for it to finish"):
+        if (path / "meta.json").exists() and not force:
+            try:
+                return load_run(path)
+            except io.CorruptCache as exc:
+                warnings.warn(f"{exc.problem} in the finished run {path}: training it again", RuntimeWarning,
+                              stacklevel=2)
+                (path / "meta.json").unlink()
+                force = True
+        path.mkdir(parents=True, exist_ok=True)
+        with config.torch_threads(tc.threads):
+            return _train(data, ac, tc, seed, path, final_eval_episodes, force, progress, report)
 
 
 def _train(data: demos.Demos, ac: AgentConfig, tc: TrainConfig, seed: int, path: Path, final_eval_episodes: int,
@@ -317,15 +334,25 @@ def _train(data: demos.Demos, ac: AgentConfig, tc: TrainConfig, seed: int, path:
     opt = torch.optim.AdamW(agent.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     rng = np.random.default_rng([seed, 2])
     state_path = path / "state.pt"
-    resumed = state_path.exists() and not force
-    prog = _load_state(state_path, agent, opt, rng) if resumed else _Progress()
+    prog = _Progress()
+    if state_path.exists() and not force:
+        try:
+            prog = _load_state(state_path, agent, opt, rng)
+        except io.CorruptCache as exc:
+            warnings.warn(f"{exc.problem}: starting this run again from step 0", RuntimeWarning, stacklevel=3)
+            config.set_seed(seed)  # the state of a fresh run: the same seeded initialisation
+            agent = Agent(vocab, ac)
+            opt = torch.optim.AdamW(agent.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+            rng = np.random.default_rng([seed, 2])
     seconds_before = prog.seconds  # training time of an interrupted earlier session (0 for a fresh run)
     frames_seen, reason = _train_loop(agent, opt, rng, prog, tc, train_set, val_set, data.levels, seed, state_path,
                                       progress, report)
-    if reason == "time limit":  # the time limit depends on the machine: the recipe was cut short
-        warnings.warn(f"training stopped by max_minutes={tc.max_minutes} at step {prog.step} of {tc.steps}: this "
-                      "agent is not the configured recipe (its metrics say cut_short); rerun with force=True and "
-                      "max_minutes=0 for the full run", RuntimeWarning, stacklevel=3)
+    if reason == "time limit":  # the time limit depends on the machine: the run is kept unfinished
+        _save_state(state_path, agent, opt, rng, prog)
+        raise TrainingCutShort(f"training stopped by max_minutes={tc.max_minutes} at step {prog.step} (of at most "
+                               f"{tc.steps}): the run is not finished and is not served under its cache key. It is "
+                               f"saved in {state_path} and resumes from there when you train it again "
+                               "(rerun notebooks/02_train_agent.ipynb, or call train_agent with the same arguments)")
     _finish(path, agent, prog, tc, ac, data, val_set, len(train_set), len(val_rows), seed, final_eval_episodes,
             frames_seen / max(prog.seconds - seconds_before, 1e-9), reason, progress)
     state_path.unlink(missing_ok=True)
@@ -350,7 +377,7 @@ def _finish(path: Path, agent: Agent, prog: _Progress, tc: TrainConfig, ac: Agen
         "eval_seconds": round(time.perf_counter() - t_eval, 1),
         "frames_per_second": round(frames_per_second, 1),  # this session
         "parameters": count_parameters(agent), "train_episodes": n_train, "val_episodes": n_val,
-        "stop_reason": reason, "cut_short": reason == "time limit",
+        "stop_reason": reason,
     }
     meta = {"params": {"levels": data.levels, "episodes_per_level": data.meta["params"]["episodes_per_level"],
                        "demo_seed": data.meta["params"]["seed"], "seed": seed, "agent": ac.to_dict(),
