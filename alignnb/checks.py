@@ -44,7 +44,9 @@ def check_pair(A, B, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
 def unit_rows(X: np.ndarray, name: str = "X") -> np.ndarray:
     """Rows scaled to unit L2 norm (one float32 copy); a zero row is a ValueError."""
     norms = row_norms(X, name)[:, None]
-    return np.divide(X, norms.astype(X.dtype if X.dtype == np.float64 else np.float32), dtype=np.float32)
+    if X.dtype == np.float64:  # divide first: rows near 1e200 would overflow float32
+        return (X / norms).astype(np.float32)
+    return np.divide(X, norms.astype(np.float32), dtype=np.float32)  # one float32 copy
 
 
 def row_norms(X: np.ndarray, name: str = "X", block: int = 256) -> np.ndarray:

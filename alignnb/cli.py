@@ -129,7 +129,8 @@ def run_notebooks(
     cfg = StudyConfig.from_dict({**{k: v for k, v in parameters.items() if k in study_names}, "quick": bool(quick)})
     extra = {k: v for k, v in parameters.items() if k not in study_names}
 
-    cfg.check_sentence_count()  # k against the sentence set, if it is cached; else after notebook 01
+    data_dir = extra.get("data_dir") or None
+    cfg.check_sentence_count(data_dir)  # k against the sentence set, if it is cached; else after notebook 01
     name = run_name(quick, parameters)
     run_dir = Path(output) if output else config.runs_dir() / name
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -156,7 +157,7 @@ def run_notebooks(
             ) from exc
         print(f"[alignnb] {path.name} done in {time.perf_counter() - t0:.0f} s", flush=True)
         if path.name.startswith("01"):
-            cfg.check_sentence_count()  # before any agent is trained
+            cfg.check_sentence_count(data_dir)  # before any agent is trained
     return run_dir
 
 

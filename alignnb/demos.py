@@ -228,6 +228,11 @@ def collect_demos(
         raise ValueError(f"workers must be a positive integer (or None for all cores), got {workers}")
     episodes_per_level = int(episodes_per_level)
     path = demos_path(levels, episodes_per_level, seed, data_dir)
+    if (path / "meta.json").exists() and not force:  # the common case, without a lock (read-only caches work)
+        try:
+            return load_demos(path)
+        except io.CorruptCache:
+            pass  # rebuilt below, under the lock, with a warning
     # one collection per data set at a time: a second identical run waits and then reuses it
     with io.file_lock(path.parent / f".{path.name}.lock",
                       waiting=f"another process is collecting {path}; waiting for it to finish"):

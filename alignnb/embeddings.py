@@ -60,7 +60,7 @@ class Embeddings:
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
             raise io.CorruptCache(path, f"{type(exc).__name__}: {exc}",
                                   f"Delete it (rm {path}) and rerun notebooks/03_extract_embeddings.ipynb") from exc
-        if out.vectors.ndim != 2 or len(out.vectors) != len(out.sentences):
+        if out.vectors.ndim not in (2, 3) or out.vectors.shape[-2] != len(out.sentences):  # 3-D: every layer
             raise io.CorruptCache(path, f"vectors of shape {out.vectors.shape} for {len(out.sentences)} sentences",
                                   f"Delete it (rm {path}) and rerun notebooks/03_extract_embeddings.ipynb")
         return out

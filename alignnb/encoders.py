@@ -29,6 +29,7 @@ import importlib.util
 import json
 import os
 import re
+import tempfile
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -99,9 +100,16 @@ def gguf_file(spec: ModelSpec, data_dir=None) -> Path:
             with io.file_lock(target.with_name(f".{target.name}.lock"),
                               waiting=f"another process is assembling {target}; waiting"):
                 if not target.exists():
-                    with io.atomic_file(target, "wb") as f:  # a unique temporary name, renamed when whole
-                        tmp = Path(f.name)
-                        gemma.assemble(tmp, overwrite=True)  # verifies the sha256
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    fd, tmp = tempfile.mkstemp(prefix=io.temp_prefix(target), suffix=io.TEMP_SUFFIX, dir=target.parent)
+                    os.close(fd)
+                    try:  # a unique temporary name, renamed when whole
+                        gemma.assemble(Path(tmp), overwrite=True)  # verifies the sha256
+                        os.chmod(tmp, 0o666 & ~io.umask())
+                        os.replace(tmp, target)
+                    except BaseException:
+                        Path(tmp).unlink(missing_ok=True)
+                        raise
         return target
     return _package_file(spec.location)
 

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from . import demos
 from .agent import AgentConfig
+from .io import CorruptCache
 from .runs import TrainedAgent, is_finished, load_run, run_dir, run_key
 from .train import TrainConfig, train_agent
 
@@ -81,6 +82,17 @@ def _run_job(job: TrainJob, data_dir: str | None, index: int) -> str:
     return str(run.path)
 
 
+def _loads(path: Path) -> bool:
+    """True for a finished run that loads; a damaged one is trained again (train_agent says so)."""
+    if not is_finished(path):
+        return False
+    try:
+        load_run(path)
+    except CorruptCache:
+        return False
+    return True
+
+
 def train_side_by_side(jobs: list[TrainJob], data_dir: str | os.PathLike | None = None,
                        workers: int | None = None, progress: bool = True) -> list[TrainedAgent]:
     """Train ``jobs`` (cached runs are loaded), at most ``workers`` at a time; runs in job order.
@@ -91,7 +103,7 @@ def train_side_by_side(jobs: list[TrainJob], data_dir: str | os.PathLike | None 
     jobs = list(jobs)
     data_dir = None if data_dir is None else str(data_dir)
     keys = [job.key(demos.load_demos(job.demos_path).key) for job in jobs]
-    todo = [i for i, key in enumerate(keys) if not is_finished(run_dir(key, data_dir))]
+    todo = [i for i, key in enumerate(keys) if not _loads(run_dir(key, data_dir))]
     workers = default_workers([jobs[i] for i in todo]) if workers is None else int(workers)
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")

@@ -55,17 +55,23 @@ def file_hash(path: str | os.PathLike, length: int = 16, chunk: int = 1 << 20) -
 TEMP_SUFFIX = ".tmp"
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+_UMASK: int | None = None
+
+
+def umask() -> int:
+    """The process's umask (read once: setting it to read it is not thread-safe)."""
+    global _UMASK
+    if _UMASK is None:
+        _UMASK = os.umask(0)
+        os.umask(_UMASK)
+    return _UMASK
 
 
 def _host() -> str:
     return socket.gethostname().split(".")[0].replace("-", "_") or "host"
 
 
-def _temp_prefix(final: Path) -> str:
+def temp_prefix(final: Path) -> str:
     """Temporary names carry the writer's host and pid (``.<name>.<host>-<pid>.<random>.tmp``).
 
     So :func:`remove_stale_temps` can tell a killed writer's leftovers from a live writer's
@@ -129,10 +135,10 @@ def atomic_dir(final: str | os.PathLike, overwrite: bool = False, exist_ok: bool
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(final.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(final), suffix=TEMP_SUFFIX, dir=final.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(final), suffix=TEMP_SUFFIX, dir=final.parent))
     try:
         yield tmp
-        tmp.chmod(0o777 & ~_umask())
+        tmp.chmod(0o777 & ~umask())
         for f in tmp.rglob("*"):
             if f.is_file():
                 _fsync_file(f)
@@ -180,13 +186,13 @@ def atomic_file(final: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(final.parent)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(final), suffix=TEMP_SUFFIX, dir=final.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(final), suffix=TEMP_SUFFIX, dir=final.parent)
     try:
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, final)
         _fsync_dir(final.parent)
     except BaseException:
@@ -201,6 +207,9 @@ class CorruptCache(ValueError):
     def __init__(self, path: str | os.PathLike, problem: str, fix: str):
         self.path, self.problem, self.fix = Path(path), problem, fix
         super().__init__(f"cached file {path} cannot be read ({problem}). {fix}")
+
+    def __reduce__(self):  # raised in a worker process, it must cross back whole
+        return (CorruptCache, (self.path, self.problem, self.fix))
 
 
 @contextlib.contextmanager

@@ -89,7 +89,7 @@ def permutation_null(metric: str | Metric, A, B, k: int = 15, n_perm: int = 1000
 
 
 def _check_resamples(n_boot: int, level: float) -> None:
-    if isinstance(n_boot, bool) or int(n_boot) != n_boot or n_boot < 2:
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 2:
         raise ValueError(f"n_boot must be an integer of at least 2 resamples, got {n_boot!r}")
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), e.g. 0.95, got {level!r}")

@@ -9,6 +9,7 @@ and bit-identical for a given seed and torch thread count.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import pickle
@@ -60,10 +61,10 @@ class TrainConfig:
     goal_checks: int = 2  # consecutive checks that must meet the goals to stop (0: never stop early)
     checkpoint_every: int = 500  # steps between resumable checkpoints
     threads: int = 1  # torch threads of this run: the bits of CPU training depend on it
-    max_minutes: float = 0.0  # cut short after this long (0 = no limit); such a run is flagged and warned about
+    max_minutes: float = 0.0  # stop a session after this long (0 = no limit): the run stays unfinished and resumable
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_episodes", "threads"):
+        for name in ("steps", "batch_episodes", "threads", "val_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"TrainConfig.{name} must be at least 1, got {getattr(self, name)!r}")
         if self.goal_checks and not self.check_every:
@@ -80,9 +81,9 @@ FIXED_RECIPE = TrainConfig(steps=13_000, val_every=500, check_every=2000, check_
 
 
 def goals_met(rates: dict[str, float], goals: dict[str, float] | None = None) -> bool:
-    """True when every level of ``goals`` (default :data:`SUCCESS_GOALS`) that ``rates`` scores meets its goal.
+    """True when every level that ``rates`` scores meets its goal (default :data:`SUCCESS_GOALS`).
 
-    A level with no goal must still be scored; levels without a goal need at least 0.95.
+    A level without a goal needs at least 0.95; an empty ``rates`` is not a success.
     """
     goals = SUCCESS_GOALS if goals is None else goals
     return bool(rates) and all(rate >= goals.get(level, 0.95) for level, rate in rates.items())
@@ -248,13 +249,14 @@ def _train_loop(agent: Agent, opt: torch.optim.Optimizer, rng: np.random.Generat
     """
     agent.train()
     t_start = time.perf_counter() - prog.seconds
+    t_session = time.perf_counter()  # max_minutes limits each session, so a cut-short run can go on
     frames_seen = 0
     reason = stop_reason(prog.history, tc) if prog.step else None
     # checks before the first one that can count towards stopping would only cost time
     first_check = max(0, tc.min_steps - (tc.goal_checks - 1) * tc.check_every) if tc.goal_checks else 0
     with tqdm(total=tc.steps, initial=prog.step, desc="behavioral cloning", unit="step", disable=not progress) as bar:
         while reason is None:
-            if tc.max_minutes and (time.perf_counter() - t_start) > 60 * tc.max_minutes:
+            if tc.max_minutes and (time.perf_counter() - t_session) > 60 * tc.max_minutes:
                 reason = "time limit"
                 break
             b = train_set.batch(rng.integers(0, len(train_set), tc.batch_episodes))
@@ -307,6 +309,9 @@ def train_agent(data: demos.Demos, agent_config: AgentConfig | None = None, trai
     ac, tc = agent_config or AgentConfig(), train_config or TrainConfig()
     path = run_dir(run_key(data.key, ac, tc, seed), data_dir)
     # one training per run at a time: a second process asking for the same run waits, then loads it
+    if (path / "meta.json").exists() and not force:  # the common case, without a lock (read-only caches work)
+        with contextlib.suppress(io.CorruptCache):
+            return load_run(path)
     path.mkdir(parents=True, exist_ok=True)
     with io.file_lock(path / ".lock", waiting=f"another process is training {path}; waiting for it to finish"):
         if (path / "meta.json").exists() and not force:
@@ -352,7 +357,8 @@ def _train(data: demos.Demos, ac: AgentConfig, tc: TrainConfig, seed: int, path:
         raise TrainingCutShort(f"training stopped by max_minutes={tc.max_minutes} at step {prog.step} (of at most "
                                f"{tc.steps}): the run is not finished and is not served under its cache key. It is "
                                f"saved in {state_path} and resumes from there when you train it again "
-                               "(rerun notebooks/02_train_agent.ipynb, or call train_agent with the same arguments)")
+                               "(rerun notebooks/02_train_agent.ipynb, or call train_agent again: each call may "
+                               "train for max_minutes more; max_minutes=0 trains to the end)")
     _finish(path, agent, prog, tc, ac, data, val_set, len(train_set), len(val_rows), seed, final_eval_episodes,
             frames_seen / max(prog.seconds - seconds_before, 1e-9), reason, progress)
     state_path.unlink(missing_ok=True)

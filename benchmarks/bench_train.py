@@ -94,7 +94,7 @@ def _data():
     try:
         return study.load_demos(cfg)
     except FileNotFoundError:
-        return study.collect(cfg)
+        return study.collect(cfg)[0]
 
 
 def _batches(data, n: int, seed: int = 0):

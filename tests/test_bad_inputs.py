@@ -117,6 +117,7 @@ def test_extreme_but_finite_rows_give_the_right_answer():
     assert metrics.precision_at_k(A.astype(np.float64) * 1e200, B, 5) == pytest.approx(base, abs=2e-3)
     assert metrics.rsa(A * np.float32(1e20), B) == pytest.approx(metrics.rsa(A, B), abs=1e-6)
     assert metrics.cka(A * np.float32(1e20), B) == pytest.approx(metrics.cka(A, B), abs=1e-6)
+    assert metrics.rsa(A.astype(np.float64) * 1e200, B) == pytest.approx(metrics.rsa(A, B), abs=1e-6)
 
 
 # --------------------------------------------------------------------------------------
@@ -206,6 +207,19 @@ def test_damaged_demonstrations_are_reported_and_rebuilt(damage, tmp_path):
     assert len(again.episodes) == 4
 
 
+def test_every_layer_sets_load_and_mismatched_shapes_do_not(tmp_path):
+    layers = Embeddings("m", SENTENCES, np.ones((3, 4, 2), np.float32))  # [layers, sentences, dim]
+    layers.save(tmp_path / "layers.npz")
+    assert Embeddings.load(tmp_path / "layers.npz").vectors.shape == (3, 4, 2)
+    Embeddings("m", SENTENCES[:3], np.ones((3, 3), np.float32)).save(tmp_path / "ok.npz")
+    with np.load(tmp_path / "ok.npz") as z:  # the same file with one sentence too many
+        arrays = dict(z)
+    arrays["sentences"] = np.array(SENTENCES)
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(io.CorruptCache, match="for 4 sentences"):
+        Embeddings.load(tmp_path / "bad.npz")
+
+
 def test_damaged_embeddings_are_recomputed(tmp_path):
     first = encoders.embed("bag-of-words", SENTENCES, data_dir=tmp_path, progress=False)
     path = next((tmp_path / "embeddings").glob("*.npz"))
@@ -283,9 +297,20 @@ def test_a_run_cut_short_stays_unfinished_and_resumes(small_demos, tmp_path):
     folder = runs.run_dir(runs.run_key(small_demos.key, SMALL, limited, 5), tmp_path)
     assert (folder / "state.pt").exists() and not runs.is_finished(folder)
     # the same key without the limit (the limit is not part of the recipe): it resumes and finishes
+    unlimited = replace(limited, steps=40, max_minutes=0)
     assert runs.run_key(small_demos.key, SMALL, replace(limited, max_minutes=0), 5) == folder.name
     state = torch.load(folder / "state.pt", weights_only=True)
     assert 0 < state["step"] < 4000
+    # a second session goes on from there (each session gets max_minutes of its own)
+    short = replace(RECIPE, steps=40, max_minutes=1e-4)
+    with pytest.raises(train.TrainingCutShort):
+        train.train_agent(small_demos, SMALL, short, seed=6, data_dir=tmp_path, final_eval_episodes=1, progress=False)
+    first = torch.load(runs.run_dir(runs.run_key(small_demos.key, SMALL, short, 6), tmp_path) / "state.pt",
+                       weights_only=True)["step"]
+    done = train.train_agent(small_demos, SMALL, unlimited, seed=6, data_dir=tmp_path, final_eval_episodes=1,
+                             progress=False)
+    assert 0 < first < 40 and done.meta["metrics"]["steps"] == 40 and done.path.name == runs.run_key(
+        small_demos.key, SMALL, short, 6)
 
 
 def test_two_identical_collections_at_once_share_one_result(tmp_path):
@@ -327,6 +352,14 @@ def test_cache_files_are_readable_by_others_and_stray_temporaries_are_removed(tm
     elsewhere.write_text("in progress elsewhere")
     io.write_json(tmp_path / "b.json", {"x": 2})
     assert not dead.exists() and not dead_dir.exists() and alive.exists() and elsewhere.exists()
+
+
+def test_a_damaged_run_crosses_a_process_boundary_whole():
+    import pickle
+
+    exc = io.CorruptCache("/x/agent.pt", "truncated", "rm -r /x")
+    back = pickle.loads(pickle.dumps(exc))
+    assert isinstance(back, io.CorruptCache) and str(back) == str(exc) and back.fix == "rm -r /x"
 
 
 def test_atomic_writes_reach_the_disk_before_the_rename(tmp_path, monkeypatch):
