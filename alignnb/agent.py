@@ -312,6 +312,26 @@ class Agent(nn.Module):
         """Instruction embeddings [n, d_model] as a tensor (gradients kept)."""
         return self.instruction(self.vocab.encode(sentences, self.cfg.max_words))
 
+    def film_parameters(self, instr: torch.Tensor) -> torch.Tensor:
+        """Everything the policy reads from instruction embeddings ``instr`` [n, d_model]:
+        the gamma and beta of both FiLM layers and the direct instruction input of the frame
+        feature, concatenated, [n, 4 * channels + d_hidden]. Each is a linear map of ``e``."""
+        obs = self.observation
+        return torch.cat([obs.film1.lin(instr), obs.film2.lin(instr), obs.instr(instr)], dim=1)
+
+    def first_step(self, instr: torch.Tensor, images: torch.Tensor,
+                   directions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(memory output h [n, d_hidden], logits [n, 7]) at the first step of episodes that
+        start from these observations: what :meth:`act` gives on a fresh memory state."""
+        h = self.memory(self.observation(images, directions, instr).unsqueeze(1))[:, 0]
+        return h, self.policy(h)
+
+    @torch.no_grad()
+    def word_embedding_mean(self, sentences: Sequence[str]) -> np.ndarray:
+        """float32 [n, d_model]: the mean of each sentence's word embeddings (no positions, no layer)."""
+        ids = self.vocab.encode(list(sentences), self.cfg.max_words)
+        return _masked_mean(self.instruction.tok(ids), ids != 0).float().numpy()
+
     # -- the study's embeddings ------------------------------------------------------
     @torch.no_grad()
     def embed_instructions(self, sentences: Sequence[str], layer: int | str = "last",
@@ -346,3 +366,33 @@ class Agent(nn.Module):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+#: The learners the study trains, by the name that tables and figures use.
+LEARNERS = ("transformer", "gru-film-lstm")
+
+
+def learner_of(cfg: Any) -> str:
+    """The learner of an agent configuration: ``"transformer"`` (:class:`AgentConfig`) or the
+    ``learner`` field of another configuration (``"gru-film-lstm"``: :mod:`alignnb.recurrent`)."""
+    return getattr(cfg, "learner", "transformer")
+
+
+def config_from_dict(values: dict) -> Any:
+    """The agent configuration stored in a checkpoint (its ``learner`` entry says which learner)."""
+    if values.get("learner", "transformer") == "transformer":
+        return AgentConfig(**values)
+    from .recurrent import RecurrentConfig  # noqa: PLC0415  (recurrent imports this module)
+
+    if values["learner"] != RecurrentConfig.learner:
+        raise ValueError(f"unknown learner {values['learner']!r}; the study's learners are {LEARNERS}")
+    return RecurrentConfig(**values)
+
+
+def build_agent(vocab: Vocabulary, cfg: Any = None) -> nn.Module:
+    """A fresh agent of the learner that ``cfg`` names (default: the study's transformer agent)."""
+    if cfg is None or learner_of(cfg) == "transformer":
+        return Agent(vocab, cfg)
+    from .recurrent import RecurrentAgent  # noqa: PLC0415
+
+    return RecurrentAgent(vocab, cfg)

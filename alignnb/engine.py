@@ -25,7 +25,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from . import demos
-from .agent import AgentConfig
+from .agent import AgentConfig, learner_of
 from .io import CorruptCache
 from .runs import TrainedAgent, is_finished, load_run, run_dir, run_key
 from .train import TrainConfig, train_agent
@@ -36,7 +36,7 @@ class TrainJob:
     """One training run: the demonstrations' folder, the recipe and the seed."""
 
     demos_path: str
-    agent_config: AgentConfig
+    agent_config: AgentConfig  # or another learner's configuration (alignnb.recurrent.RecurrentConfig)
     train_config: TrainConfig
     seed: int
     final_eval_episodes: int = 500
@@ -123,7 +123,8 @@ def _in_workers(jobs: list[TrainJob], todo: list[int], data_dir: str | None, wor
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                              initargs=(os.getpid(), reports)) as pool:
         futures = [pool.submit(_run_job, jobs[i], data_dir, i) for i in todo]
-        bars = {i: tqdm(total=jobs[i].train_config.steps, desc=f"agent, seed {jobs[i].seed}", unit="step",
+        bars = {i: tqdm(total=jobs[i].train_config.steps, unit="step",
+                        desc=f"{learner_of(jobs[i].agent_config)}, seed {jobs[i].seed}",
                         position=n, disable=not progress) for n, i in enumerate(todo)}
         try:
             while reports is not None and not all(f.done() for f in futures):

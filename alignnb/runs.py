@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from . import config, io
-from .agent import Agent, AgentConfig, Vocabulary
+from .agent import Agent, AgentConfig, Vocabulary, build_agent, config_from_dict
 
 FORMAT_VERSION = 1
 
@@ -50,11 +50,12 @@ def run_key(demos_key: str, agent_config: AgentConfig, train_config: Any, seed: 
     """Cache key of a training run, from the key of its data set and everything that shapes the weights.
 
     ``train_config`` is a :class:`alignnb.train.TrainConfig`; its wall-clock limit is not part
-    of the recipe and is left out.
+    of the recipe and is left out, and so is a uniform ``goal`` left at 0 (the transformer's
+    per-level goals), so that the second learner's goal does not change the transformer's key.
     """
+    train = {k: v for k, v in train_config.to_dict().items() if k != "max_minutes" and not (k == "goal" and not v)}
     return io.cache_key({"kind": "agent", "format": FORMAT_VERSION, "demos": demos_key,
-                         "agent": agent_config.to_dict(),
-                         "train": {k: v for k, v in train_config.to_dict().items() if k != "max_minutes"},
+                         "agent": agent_config.to_dict(), "train": train,
                          "seed": config.check_seed(seed), "torch": config.package_version("torch"),
                          "numpy": config.package_version("numpy")})  # numpy draws the batches
 
@@ -89,7 +90,7 @@ def load_agent(path: str | os.PathLike, vocab: Vocabulary | None = None,
         raise io.CorruptCache(path, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
                               f"Delete its run folder (rm -r {path.parent}) and rerun notebooks/02_train_agent.ipynb "
                               "(a checkpoint from elsewhere: ask for a new copy)") from exc
-    cfg = AgentConfig(**ckpt["config"])
+    cfg = config_from_dict(ckpt["config"])
     voc = Vocabulary(ckpt["vocab"][2:])
     if vocab is not None and voc != vocab:
         missing = sorted(set(vocab.itos) - set(voc.itos))
@@ -99,7 +100,7 @@ def load_agent(path: str | os.PathLike, vocab: Vocabulary | None = None,
     if agent_config is not None and cfg != agent_config:
         diff = {k: (v, getattr(agent_config, k)) for k, v in cfg.to_dict().items() if getattr(agent_config, k) != v}
         raise ValueError(f"checkpoint {path} has another agent configuration (checkpoint, expected): {diff}")
-    agent = Agent(voc, cfg)
+    agent = build_agent(voc, cfg)
     try:
         agent.load_state_dict(ckpt["state_dict"])
     except RuntimeError as exc:

@@ -20,7 +20,25 @@ def _check(step: int, rates: dict[str, float]) -> dict:
 
 
 def _rates(ok: bool) -> dict[str, float]:
-    return {lv: (goal if ok else goal - 0.02) for lv, goal in GOALS.items()}
+    """Rates that pass the stopping rule (the goals plus its margin), or that miss every goal."""
+    return train.margin_goals(GOALS) if ok else {lv: goal - 0.02 for lv, goal in GOALS.items()}
+
+
+def test_two_checks_that_graze_the_goals_do_not_stop_training():
+    tc = train.TrainConfig(steps=5000, check_every=500, min_steps=1500, goal_checks=2)
+    assert train.margin_goals(GOALS)["BabyAI-PickupLoc-v0"] == pytest.approx(0.98)
+    assert train.margin_goals(GOALS)["BabyAI-GoToLocal-v0"] == pytest.approx(0.995)  # half the gap to 1
+    graze = [_check(1500, GOALS), _check(2000, GOALS)]  # each check meets the goals, exactly
+    assert train.stop_reason(graze, tc) is None
+    assert train.stop_reason(graze, replace(tc, stop_margin=0.0)).startswith("goals met")
+    # the margin is on the pooled rate: 0.97 then 0.99 on PickupLoc pools to 0.98 and stops
+    seed_like = [_check(1500, {**train.margin_goals(GOALS), "BabyAI-PickupLoc-v0": 0.97}),
+                 _check(2000, {**train.margin_goals(GOALS), "BabyAI-PickupLoc-v0": 0.99})]
+    assert train.stop_reason(seed_like, tc).startswith("goals met")
+    # but a check below a goal never stops, whatever the pooled rate
+    below = [_check(1500, {**train.margin_goals(GOALS), "BabyAI-PickupLoc-v0": 0.96}),
+             _check(2000, {**train.margin_goals(GOALS), "BabyAI-PickupLoc-v0": 1.0})]
+    assert train.stop_reason(below, tc) is None
 
 
 def test_goals_met_is_per_level():
