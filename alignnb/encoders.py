@@ -433,13 +433,13 @@ def _agent_checkpoint(spec: ModelSpec, checkpoints: Mapping[str, str | os.PathLi
         # a training run's folder: its files count only once the whole run is written
         if spec.location == "replicate":
             raise ModelUnavailable(f"the replicate's training run at {path.parent} is not finished: rerun "
-                                   "notebooks/02_train_agent.ipynb with replicate = True (it resumes)")
+                                   "notebooks/02_train_agent.ipynb with agent_seeds >= 2 (it resumes)")
         raise FileNotFoundError(f"the training run at {path.parent} is not finished (interrupted or still "
                                 "running): rerun notebooks/02_train_agent.ipynb, which resumes it")
     if not path.exists():
         if spec.location == "replicate":
             raise ModelUnavailable(f"no replicate agent at {path.parent}: run notebooks/02_train_agent.ipynb "
-                                   "with replicate = True")
+                                   "with agent_seeds >= 2")
         raise FileNotFoundError(f"no agent checkpoint {path}: run notebooks/02_train_agent.ipynb first")
     return path
 

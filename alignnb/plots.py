@@ -465,3 +465,80 @@ def procrustes_picture(A: np.ndarray, B: np.ndarray, labels: Sequence[str], name
     ax.legend(frameon=False, fontsize=6, ncols=2)
     fig.tight_layout()
     return fig, ax
+
+
+def agent_success_grid(table: pd.DataFrame, goals: Mapping[str, Mapping[str, float]] | None = None,
+                       ax: plt.Axes | None = None) -> tuple[plt.Figure, plt.Axes]:
+    """Greedy success of every trained agent (columns learner, seed, level, success_rate), one
+    group of bars per level, with each learner's goal marked."""
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7.5, 3.2))
+    agents = list(dict.fromkeys(zip(table["learner"], table["seed"])))
+    levels = list(dict.fromkeys(table["level"]))
+    width = 0.8 / max(len(agents), 1)
+    learner_colors = {"transformer": "#D55E00", "gru-film-lstm": "#0072B2"}
+    for j, (learner, seed) in enumerate(agents):
+        rows = table[(table["learner"] == learner) & (table["seed"] == seed)].set_index("level")
+        x = np.arange(len(levels)) - 0.4 + width * (j + 0.5)
+        base = np.array(to_rgb(learner_colors.get(learner, "#999999")))
+        shade = base + (1 - base) * (0.45 * (seed % 3) / 2)
+        ax.bar(x, rows.loc[levels, "success_rate"], width, color=shade, label=f"{learner}, seed {seed}")
+    for i, level in enumerate(levels):
+        for learner, g in (goals or {}).items():
+            if level in g:
+                ax.hlines(g[level], i - 0.42, i + 0.42, color=learner_colors.get(learner, "black"), lw=1, ls="--")
+    ax.set_xticks(np.arange(len(levels)), [short_level(lv) for lv in levels])
+    low = float(table["success_rate"].min())
+    ax.set_ylim(max(0.0, min(0.9, low - 0.02)), 1.005)
+    ax.set_ylabel(f"greedy success ({int(table['episodes'].iloc[0])} episodes)")
+    ax.legend(frameon=False, fontsize=7, ncol=2, loc="lower left")
+    ax.set_title("dashed: each learner's goal", fontsize=9)
+    fig.tight_layout()
+    return fig, ax
+
+
+def variant_alignment(summary: pd.DataFrame, ceiling: pd.DataFrame, chance: float, k: int,
+                      axes: Sequence[plt.Axes] | None = None) -> tuple[plt.Figure, np.ndarray]:
+    """precision@k of each agent extraction point with each reference space, one panel per learner.
+
+    ``summary``: :func:`alignnb.analysis.variant_summary` (mean and sd over seeds; untrained
+    learners are drawn as hollow markers). ``ceiling``: :func:`alignnb.analysis.ceiling_summary`;
+    its seed-to-seed mean (± sd) at each extraction point is the grey bar. Dotted: chance k/(n-1).
+    """
+    learners = [lr for lr in dict.fromkeys(summary["learner"]) if not lr.endswith("-untrained")]
+    if axes is None:
+        fig, axes = plt.subplots(1, len(learners), figsize=(6.2 * len(learners), 4.0), squeeze=False,
+                                 sharey=True)
+        axes = axes[0]
+    fig = axes[0].figure
+    models = list(dict.fromkeys(summary["model"]))
+    styles = model_styles(models)
+    for ax, learner in zip(axes, learners):
+        points = list(dict.fromkeys(summary.loc[summary["learner"] == learner, "extraction"]))
+        x = {p: i for i, p in enumerate(points)}
+        ceil = ceiling[(ceiling["pair"] == "seed to seed") & (ceiling["learner_a"] == learner)]
+        for _, r in ceil.iterrows():
+            if r["extraction"] in x:
+                sd = 0.0 if pd.isna(r["precision_sd"]) else r["precision_sd"]
+                ax.bar(x[r["extraction"]], r["precision_mean"], 0.85, yerr=sd, color="#DDDDDD", ecolor="#888888",
+                       label="seed to seed (ceiling)" if r["extraction"] == points[0] else None, zorder=0)
+        offsets = np.linspace(-0.32, 0.32, len(models))
+        for dx, model in zip(offsets, models):
+            for kind, hollow in ((learner, False), (f"{learner}-untrained", True)):
+                rows = summary[(summary["learner"] == kind) & (summary["model"] == model)]
+                if rows.empty:
+                    continue
+                xs = np.array([x[p] for p in rows["extraction"]]) + dx + (0.04 if hollow else 0.0)
+                st = styles[model]
+                ax.errorbar(xs, rows["precision_mean"], yerr=rows["precision_sd"].fillna(0.0), fmt=st["marker"],
+                            color=st["color"], mfc="white" if hollow else st["color"], ms=5, lw=1, capsize=0,
+                            label=None if hollow else model)
+        ax.axhline(chance, color="black", ls=":", lw=1, label="chance k/(n-1)")
+        ax.set_xticks(range(len(points)), points, rotation=30, ha="right")
+        ax.set_title(learner)
+        ax.set_ylabel(f"precision@{k}")
+    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, frameon=False, fontsize=8, loc="upper center", ncol=min(len(labels), 6),
+               bbox_to_anchor=(0.5, 0.0), title="filled: trained, mean ± sd over seeds; hollow: untrained twin",
+               title_fontsize=8)
+    return fig, np.asarray(axes)

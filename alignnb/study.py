@@ -25,24 +25,30 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
-from . import config, demos, engine, metrics, registry, runs
-from .agent import AgentConfig
+from . import config, demos, engine, metrics, registry, runs, variants
+from .agent import LEARNERS, AgentConfig
 from .embeddings import Embeddings
 from .encoders import check_layer, study_embeddings
+from .recurrent import RecurrentConfig
 from .instructions import SentenceSet, build_sentence_set, sentences_path
 from .train import TrainConfig
 
 #: Seed offset of the replicate agent: the same recipe, data and configuration, initial seed + 1.
 REPLICATE_OFFSET = 1
+#: The second learner's success goal on every level (its recipe is otherwise the transformer's).
+RECURRENT_GOAL = 0.95
 #: The numbered notebooks, by stage.
 NOTEBOOKS = {1: "01_collect_demos", 2: "02_train_agent", 3: "03_extract_embeddings", 4: "04_alignment_analysis",
              5: "05_explore"}
 #: What ``quick`` caps (tests, CI, a first look): seconds to a minute per notebook.
 QUICK = {"episodes_per_level": 60, "sentence_patience": 300, "eval_episodes": 10, "n_perm": 50, "n_boot": 20,
          "size_draws": 3,
-         "explorer_permutations": 50, "train_steps": 40, "train_batch_episodes": 32}
+         "explorer_permutations": 50, "train_steps": 40, "train_batch_episodes": 32, "agent_seeds": 2,
+         "recurrent_seeds": 1, "probes_per_level": 2}
 
 
 def _param(default: Any, notebooks: tuple[int, ...], help: str) -> Any:
@@ -71,13 +77,17 @@ class StudyConfig:
     batch_episodes: int = _param(96, (2,), "whole episodes per batch")
     lr: float = _param(0.001, (2,), "peak learning rate, AdamW with warm-up and cosine decay")
     eval_episodes: int = _param(500, (2,), "fresh episodes per level for the final evaluation")
-    replicate: bool = _param(True, (2,), "also train the same recipe from the next seed (the agent-to-agent ceiling)")
+    agent_seeds: int = _param(3, (2,), "transformer agents, from seed, seed + 1, ...: the 2nd is the replicate; "
+                                       "together they give the seed-to-seed ceiling")
+    recurrent_seeds: int = _param(2, (2,), "agents of the second learner (GRU, FiLM convolution, LSTM), from seed on")
     # stage 3
     profile: str = _param("offline", (3, 4, 5), "model profile: offline, paper or paper-small")
     models: tuple = _param((), (3,), "model keys, empty means every model of the profile")
     pooling: str = _param("", (3,), "mean, last, cls or proj; empty means each model's default")
     layer: int | str = _param("", (3,), "a layer index, empty means the last layer")
     batch_size: int = _param(32, (3,), "sentences per forward pass")
+    probes_per_level: int = _param(16, (3,), "held-out layouts per level whose first states probe each agent's "
+                                             "behaviour and memory (and the bot's)")
     # stage 4
     reference: str = _param("agent", (4,), "the space every other one is compared with")
     k: int = _param(15, (4, 5), "neighbours for precision at k, 15 as in the paper")
@@ -174,10 +184,39 @@ class StudyConfig:
     def demos_key(self) -> str:
         return demos.demos_key(list(self.levels), self.effective("episodes_per_level"), self.seed)
 
+    @property
+    def recurrent_config(self) -> RecurrentConfig:
+        """The second learner (BabyAI-1.1 style: GRU, FiLM convolution, LSTM) at its default size."""
+        return RecurrentConfig()
+
+    @property
+    def recurrent_train_config(self) -> TrainConfig:
+        """The transformer's recipe with the second learner's goal (95% on every level)."""
+        tc = self.train_config
+        return tc if self.quick else replace(tc, goal=RECURRENT_GOAL)
+
+    @property
+    def agent_seed_list(self) -> list[tuple[str, int]]:
+        """(learner, seed) of every agent the study trains, the study's agent first."""
+        return ([("transformer", self.seed + i) for i in range(self.effective("agent_seeds"))]
+                + [("gru-film-lstm", self.seed + i) for i in range(self.effective("recurrent_seeds"))])
+
+    def learner_recipe(self, learner: str) -> tuple[Any, TrainConfig]:
+        """(agent configuration, training configuration) of ``learner``."""
+        if learner == "transformer":
+            return self.agent_config, self.train_config
+        if learner == "gru-film-lstm":
+            return self.recurrent_config, self.recurrent_train_config
+        raise ValueError(f"unknown learner {learner!r}; the study's learners are {list(LEARNERS)}")
+
+    def run_key_of(self, learner: str, seed: int) -> str:
+        """Key of the training run of ``learner`` from ``seed``."""
+        ac, tc = self.learner_recipe(learner)
+        return runs.run_key(self.demos_key, ac, tc, seed)
+
     def agent_key(self, replicate: bool = False) -> str:
         """Key of the study's agent run (or of its replicate, seed + REPLICATE_OFFSET)."""
-        seed = self.seed + (REPLICATE_OFFSET if replicate else 0)
-        return runs.run_key(self.demos_key, self.agent_config, self.train_config, seed)
+        return self.run_key_of("transformer", self.seed + (REPLICATE_OFFSET if replicate else 0))
 
     def sentences_path(self, data_dir: str | os.PathLike | None = None) -> Path:
         return sentences_path(list(self.levels), self.seed, self.effective("sentence_patience"), data_dir)
@@ -211,15 +250,18 @@ class StudyConfig:
             out = {**base, "sentence_patience": self.effective("sentence_patience")}
         elif notebook == 2:
             out = {**base, "agent": self.agent_config.to_dict(), "train": self.train_config.to_dict(),
+                   "recurrent": self.recurrent_config.to_dict(), "agents": [list(a) for a in self.agent_seed_list],
                    "eval_episodes": self.effective("eval_episodes")}
         elif notebook == 3:
             out = {**base, "profile": self.profile, "models": self.model_keys, "pooling": self.pooling,
-                   "layer": self.layer, "agent_run": self.agent_key()}
+                   "layer": self.layer, "agent_run": self.agent_key(), "agents": [list(a) for a in self.agent_seed_list],
+                   "probes_per_level": self.effective("probes_per_level")}
         elif notebook == 4:
             out = {**base, "profile": self.profile, "models": self.model_keys, "pooling": self.pooling,
                    "layer": self.layer, "reference": self.reference, "k": self.k, "n_perm": self.effective("n_perm"),
                    "n_boot": self.effective("n_boot"), "size_draws": self.effective("size_draws"),
-                   "agent_run": self.agent_key()}
+                   "agent_run": self.agent_key(), "agents": [list(a) for a in self.agent_seed_list],
+                   "probes_per_level": self.effective("probes_per_level")}
         else:
             out = {"seed": self.seed, "profile": self.profile, "models": self.model_keys, "space_a": self.space_a,
                    "space_b": self.space_b, "k": self.k, "metric": self.metric, "instruction": self.instruction}
@@ -272,10 +314,13 @@ _RANGES: dict[str, tuple[Any, str]] = {
     "batch_episodes": (lambda v: v >= 1, "must be at least 1"),
     "lr": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
     "eval_episodes": (lambda v: v >= 1, "must be at least 1"),
+    "agent_seeds": (lambda v: v >= 1, "must be at least 1 (the study's agent)"),
+    "recurrent_seeds": (lambda v: v >= 0, "must be 0 (no second learner) or more"),
     "levels": (lambda v: len(v) >= 1, "name at least one level"),
     "pooling": (lambda v: v in ("", *registry.POOLINGS), f"must be empty or one of {registry.POOLINGS}"),
     "layer": (lambda v: v == "" or check_layer(v) != "all", "must be empty, 'last' or a layer index"),
     "batch_size": (lambda v: v >= 1, "must be at least 1"),
+    "probes_per_level": (lambda v: v >= 1, "must be at least 1"),
     "k": (lambda v: v >= 1, "must be at least 1 (and smaller than the number of sentences)"),
     "n_perm": (lambda v: v >= 1, "must be at least 1"),
     "n_boot": (lambda v: v >= 10, "must be at least 10"),
@@ -319,18 +364,25 @@ def load_demos(cfg: StudyConfig, data_dir: str | os.PathLike | None = None) -> d
 
 
 def train_agents(cfg: StudyConfig, data_dir: str | os.PathLike | None = None,
-                 progress: bool = True) -> tuple[runs.TrainedAgent, runs.TrainedAgent | None]:
-    """Stage 2: the study's agent and, with ``cfg.replicate``, its replicate (each cached).
+                 progress: bool = True) -> dict[tuple[str, int], runs.TrainedAgent]:
+    """Stage 2: every agent of the study, {(learner, seed): run}, the study's agent first (each cached).
 
-    Missing runs train side by side, one single-thread worker process each
-    (:func:`alignnb.engine.train_side_by_side`); the result does not depend on it.
+    ``cfg.agent_seeds`` transformer agents (the second is the replicate) and
+    ``cfg.recurrent_seeds`` agents of the second learner. Missing runs train side by side, one
+    single-thread worker process each (:func:`alignnb.engine.train_side_by_side`); the result
+    does not depend on it.
     """
     data = load_demos(cfg, data_dir)
-    seeds = [cfg.seed] + ([cfg.seed + REPLICATE_OFFSET] if cfg.replicate else [])
-    jobs = [engine.TrainJob(str(data.path), cfg.agent_config, cfg.train_config, s, cfg.effective("eval_episodes"))
-            for s in seeds]
+    jobs = [engine.TrainJob(str(data.path), *cfg.learner_recipe(learner), seed, cfg.effective("eval_episodes"))
+            for learner, seed in cfg.agent_seed_list]
     done = engine.train_side_by_side(jobs, data_dir, progress=progress)
-    return done[0], (done[1] if cfg.replicate else None)
+    return dict(zip(cfg.agent_seed_list, done))
+
+
+def load_agents(cfg: StudyConfig, data_dir: str | os.PathLike | None = None) -> dict[tuple[str, int], runs.TrainedAgent]:
+    """The finished runs of :func:`train_agents`, {(learner, seed): run}; a missing one is an error."""
+    return {(learner, seed): runs.load_run(runs.run_dir(cfg.run_key_of(learner, seed), data_dir))
+            for learner, seed in cfg.agent_seed_list}
 
 
 @dataclass
@@ -380,3 +432,57 @@ def load_study(cfg: StudyConfig, data_dir: str | os.PathLike | None = None, comp
         layer=cfg.layer if cfg.layer != "" else None, batch_size=cfg.batch_size, data_dir=data_dir,
         progress=progress, must_exist=not compute)
     return Study(cfg, run, sentences, spaces, all_layers, skipped)
+
+
+def probe_set(cfg: StudyConfig) -> variants.ProbeSet:
+    """The probe states of the behavioural and memory extraction points (seeded by ``cfg.seed``)."""
+    return variants.probe_states(list(cfg.levels), cfg.effective("probes_per_level"), cfg.seed)
+
+
+def load_variants(cfg: StudyConfig, sentences: SentenceSet, data_dir: str | os.PathLike | None = None,
+                  compute: bool = False, progress: bool = False,
+                  ) -> tuple[dict[tuple[str, int, str], Embeddings], Embeddings, dict[tuple[str, int, str], str]]:
+    """Every extraction point of every agent of the study, and the bot's behavioural embedding.
+
+    Returns ({(learner, seed, extraction): Embeddings}, bot, skipped {(learner, seed,
+    extraction): why}). The untrained twin of each learner's first seed is included as learner
+    ``"<learner>-untrained"``. A set with a zero vector has no cosine geometry and is skipped
+    (the untrained twins' FiLM layers start at zero, so their FiLM parameters are all zero).
+    With ``compute`` (notebook 03) missing sets are extracted; otherwise each must be cached.
+    """
+    probes = probe_set(cfg)
+    out: dict = {}
+    for (learner, seed), run in tqdm(list(load_agents(cfg, data_dir).items()), desc="agent variants",
+                                     disable=not progress):
+        checkpoints = [("agent.pt", learner, True)]
+        if seed == cfg.seed:
+            checkpoints.append(("untrained.pt", f"{learner}-untrained", False))
+        for filename, label, trained in checkpoints:
+            sets = _variants_of(run.path / filename, sentences, probes, {"learner": label, "seed": seed,
+                                                                         "trained": trained}, data_dir, compute,
+                                progress)
+            out.update({(label, seed, name): emb for name, emb in sets.items()})
+    skipped = {}
+    for variant, emb in list(out.items()):
+        zero = int((~np.any(emb.vectors != 0, axis=-1)).sum())
+        if zero:
+            skipped[variant] = f"{zero} of {len(emb.sentences)} vectors are zero: no cosine geometry"
+            del out[variant]
+    bot = _bot_of(sentences, probes, data_dir, compute, progress)
+    return out, bot, skipped
+
+
+def _variants_of(checkpoint: Path, sentences: SentenceSet, probes: variants.ProbeSet, label: dict,
+                 data_dir: str | os.PathLike | None, compute: bool, progress: bool) -> dict[str, Embeddings]:
+    if not compute and not variants.is_cached(checkpoint, sentences.sentences, probes, data_dir):
+        raise FileNotFoundError(f"the agent variants of {checkpoint} are not extracted yet: run "
+                                "notebooks/03_extract_embeddings.ipynb with the same study parameters")
+    return variants.agent_variants(checkpoint, sentences.sentences, probes, label, data_dir, progress=progress)
+
+
+def _bot_of(sentences: SentenceSet, probes: variants.ProbeSet, data_dir: str | os.PathLike | None, compute: bool,
+            progress: bool) -> Embeddings:
+    if not compute and not variants.bot_is_cached(sentences.sentences, probes, data_dir):
+        raise FileNotFoundError("the bot's behavioural embedding is not computed yet: run "
+                                "notebooks/03_extract_embeddings.ipynb with the same study parameters")
+    return variants.bot_behaviour(sentences.sentences, probes, data_dir, progress=progress)

@@ -181,17 +181,19 @@ def test_replicate_is_the_same_recipe_from_the_next_seed(small_demos, data_root,
     from alignnb import study
 
     cfg = study.StudyConfig(seed=7, episodes_per_level=30, quick=True, d_model=32, n_layers=1, memory_layers=1,
-                            steps=20, eval_episodes=2, replicate=False)
+                            steps=20, eval_episodes=2, agent_seeds=1, recurrent_seeds=0)
     assert cfg.demos_key == small_demos.key  # derived from the parameters, no disk read
-    run, none = study.train_agents(cfg, data_root, progress=False)
-    assert none is None and run.path.name == cfg.agent_key()
+    agents = study.train_agents(cfg, data_root, progress=False)
+    run = agents[("transformer", 7)]
+    assert list(agents) == [("transformer", 7)] and run.path.name == cfg.agent_key()
     sentences = list(small_demos.missions[:12])
     # before it exists, the replicate is skipped with a reason, never replaced by the agent itself
     done, _, skipped = encoders.study_embeddings(["agent", "agent-replicate"], sentences,
                                                  agent_checkpoints=cfg.agent_checkpoints(data_root),
                                                  data_dir=tmp_path, progress=False)
-    assert list(done) == ["agent"] and "replicate = True" in skipped["agent-replicate"]
-    again, twin = study.train_agents(replace(cfg, replicate=True), data_root, progress=False)
+    assert list(done) == ["agent"] and "agent_seeds >= 2" in skipped["agent-replicate"]
+    both = study.train_agents(replace(cfg, agent_seeds=2), data_root, progress=False)
+    again, twin = both[("transformer", 7)], both[("transformer", 8)]
     assert again.path == run.path and twin.path.name == cfg.agent_key(replicate=True) != run.path.name
     p, q = run.meta["params"], twin.meta["params"]
     assert q["seed"] == p["seed"] + study.REPLICATE_OFFSET

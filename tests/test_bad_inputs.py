@@ -32,7 +32,7 @@ CLI_CASES = [
     (["run", "-p", "profile", "gpt"], "profile"),
     (["run", "-p", "models", "minilm-l6"], "models"),
     (["run", "-p", "seed", "1.5"], "seed"),
-    (["run", "-p", "replicate", "no"], "replicate"),
+    (["run", "-p", "agent_seeds", "no"], "agent_seeds"),
     (["run", "-p", "quick", "True"], "--quick"),
     (["run", "-p", "output_dir", "x"], "--output"),
     (["run", "-p", "no_such_parameter", "1"], "unknown parameter"),

@@ -74,7 +74,7 @@ def test_bad_parameters_fail_before_any_notebook(tmp_path, monkeypatch):
     monkeypatch.setattr(cli.papermill, "execute_notebook", lambda *a, **k: started.append(a))
     for params, message in [({"k": 0}, "k=0"), ({"seed": 1.5}, "seed must be an integer"),
                             ({"profile": "gpt"}, "unknown profile"), ({"models": "minilm-l6"}, "list of strings"),
-                            ({"replicate": "no"}, "True or False"), ({"sede": 1}, "unknown parameter"),
+                            ({"agent_seeds": "no"}, "an integer"), ({"sede": 1}, "unknown parameter"),
                             ({"quick": True}, "use --quick"), ({"output_dir": "x"}, "use --output")]:
         with pytest.raises(ValueError, match=message):
             cli.run_notebooks(params, quick=True, output=tmp_path / "run", progress=False)
@@ -97,14 +97,14 @@ def test_each_notebook_receives_its_parameters_and_the_study(tmp_path, monkeypat
 @pytest.mark.slow
 @pytest.mark.parametrize("sweep", ["k=5,15", "seed=0,1"])
 def test_quick_sweeps_produce_a_summary(sweep, data_root, tmp_path, capsys):
-    # the seed sweep skips the replicates: two agents instead of four, the same code path
-    extra = ["-p", "replicate", "False"] if sweep.startswith("seed") else []
+    # the seed sweep trains one agent per seed (no replicate, no second learner): the same code path
+    extra = ["-p", "agent_seeds", "1", "-p", "recurrent_seeds", "0"] if sweep.startswith("seed") else []
     assert cli.main(["run", "--quick", "--sweep", sweep, *extra, "--output", str(tmp_path / "sweep")]) == 0
     table = pd.read_csv(tmp_path / "sweep" / "sweep_summary.csv", index_col=0)
     name, values = cli.parse_sweep(sweep)
     assert [str(v) for v in values] == [c for c in table.columns if c not in ("mean", "sd")]
     shown = [q for q in table.index if q.startswith("precision@")]
-    # the replicate exists only where it was trained (replicate False skips it): every other space has a value
+    # the replicate exists only where it was trained (agent_seeds 1 skips it): every other space has a value
     always = [q for q in shown if not q.endswith("agent-replicate")]
     assert always and table.loc[always].notna().all().all()
     assert all(q.startswith("precision@k " if name == "k" else "precision@15 ") for q in shown)

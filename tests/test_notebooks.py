@@ -84,5 +84,22 @@ def test_quick_run_of_the_whole_study(data_root, tmp_path):
     for shown in re.findall(r"figures/([\w-]+)\.png", readme):
         assert f"{shown}.png" in figures, f"README shows figures/{shown}.png but the run does not make it"
     table = pd.read_csv(run_dir / "figures" / "agent_success.csv")
-    assert list(table.columns) == ["level", "success_rate", "episodes"]
-    assert len(table) == 4 and table["success_rate"].between(0, 1).all()
+    assert list(table.columns) == ["learner", "seed", "level", "success_rate", "episodes"]
+    # quick: two transformer seeds and one of the second learner, four levels each
+    assert sorted(set(zip(table["learner"], table["seed"]))) == [("gru-film-lstm", 0), ("transformer", 0),
+                                                                  ("transformer", 1)]
+    assert len(table) == 12 and table["success_rate"].between(0, 1).all()
+    # every extraction point of both learners (and the untrained twins) against every reference space
+    variants = pd.read_csv(run_dir / "figures" / "agent_variants.csv")
+    assert list(variants.columns) == ["learner", "seed", "extraction", "model", "k", "precision", "rnx", "ci_low",
+                                      "ci_high"]
+    points = variants.groupby("learner")["extraction"].unique().map(list).to_dict()
+    assert points["transformer"] == ["words", "layer 1", "layer 2", "embedding", "film", "memory", "behaviour"]
+    assert points["gru-film-lstm"] == ["words", "embedding", "film", "memory", "behaviour"]
+    assert {"transformer-untrained", "gru-film-lstm-untrained"} <= set(points)
+    assert {"smollm2-135m", "bag-of-words", "bot-behaviour"} <= set(variants["model"])
+    assert (variants["ci_low"] <= variants["precision"] + 1e-9).all()
+    assert (variants["precision"] <= variants["ci_high"] + 1e-9).all()
+    agreement = pd.read_csv(run_dir / "figures" / "agent_agreement.csv")
+    assert set(agreement["pair"]) == {"seed to seed", "learner to learner"}
+    assert {"agent_variants.png", "agent_success_all.png"} <= figures

@@ -45,8 +45,31 @@ def test_readme_results_table_matches_alignment_summary():
 
 
 def test_readme_success_rates_match_agent_success():
+    """The README's table of every agent's greedy success (one row per learner and seed)."""
     text = (config.REPO_ROOT / "README.md").read_text()
+    block = text.split("<!-- success-table:", 1)[1].split("\n\n", 1)[0]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in block.splitlines()[1:]
+            if line.startswith("|") and not line.startswith("|---")]
+    shown = pd.DataFrame(rows[1:], columns=rows[0])
     table = pd.read_csv(config.REPO_ROOT / "figures" / "agent_success.csv")
-    for _, row in table.iterrows():
-        level = row["level"].removeprefix("BabyAI-").removesuffix("-v0")
-        assert re.search(rf"{row['success_rate']:.3f}\s+\({level}\)", text), level
+    wide = table.pivot_table(index=["learner", "seed"], columns="level", values="success_rate", sort=False)
+    assert len(shown) == len(wide)
+    for (_, r), ((learner, seed), values) in zip(shown.iterrows(), wide.iterrows()):
+        assert (r["learner"], int(r["seed"])) == (learner, seed)
+        for level, value in values.items():
+            assert r[level.removeprefix("BabyAI-").removesuffix("-v0")] == f"{value:.3f}", (learner, seed, level)
+
+
+def test_readme_variants_table_matches_the_variant_tables():
+    """The README's agent-variants table is what analysis.variant_markdown makes of the committed tables."""
+    from alignnb import analysis
+
+    text = (config.REPO_ROOT / "README.md").read_text()
+    block = text.split("<!-- variants-table:", 1)[1].split("-->", 1)[1].strip("\n").split("\n\n", 1)[0]
+    lines = block.splitlines()
+    models = [c.strip() for c in lines[0].strip("|").split("|")][2:-1]
+    variants = pd.read_csv(config.REPO_ROOT / "figures" / "agent_variants.csv")
+    agreement = pd.read_csv(config.REPO_ROOT / "figures" / "agent_agreement.csv")
+    expected = analysis.variant_markdown(analysis.variant_summary(variants), analysis.ceiling_summary(agreement),
+                                         models)
+    assert lines == expected

@@ -17,7 +17,7 @@ BAD = [
     ({"profile": "gpt"}, "unknown profile 'gpt'"),
     ({"models": "minilm-l6"}, "list of strings"),
     ({"models": ["minilm-l7"]}, "unknown model 'minilm-l7'"),
-    ({"replicate": "no"}, "True or False"),
+    ({"agent_seeds": "no"}, "an integer"),
     ({"levels": ["BabyAI-GoToLocl-v0"]}, "Did you mean BabyAI-GoToLocal-v0"),
     ({"levels": []}, "at least one level"),
     ({"pooling": "garbage"}, "pooling='garbage'"),
