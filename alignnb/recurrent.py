@@ -47,7 +47,7 @@ from .agent import N_ACTIONS, N_COLORS, N_OBJECTS, N_STATES, UNK, FiLM, Vocabula
 
 @dataclass(frozen=True)
 class RecurrentConfig:
-    """Sizes of the GRU + FiLM + LSTM agent (the defaults: about 0.29M parameters)."""
+    """Sizes of the GRU + FiLM + LSTM agent (the defaults: about 0.49M parameters)."""
 
     learner: str = "gru-film-lstm"  # names this learner in checkpoints (see alignnb.agent.config_from_dict)
     d_model: int = 128  # word embedding and GRU size = instruction embedding size
