@@ -41,6 +41,7 @@ from . import config, demos, io
 from .agent import N_ACTIONS, learner_of
 from .embeddings import Embeddings
 from .instructions import parse_instruction
+from .runs import load_agent
 
 FORMAT_VERSION = 1
 #: Base seed offset of the probe layouts (far from the test layouts ``seed`` and the checks ``seed + 10000 + step``).
@@ -165,8 +166,6 @@ def agent_variants(checkpoint: str | os.PathLike, sentences: Sequence[str], prob
     The key hashes the checkpoint's bytes, the ordered sentences, the probe set and the torch
     version. ``label`` (learner, seed, trained) goes into each set's metadata.
     """
-    from .runs import load_agent  # noqa: PLC0415  (runs imports the agents; keep this module light)
-
     sentences = list(sentences)
     path = _path("variants", _variants_key(checkpoint, sentences, probes), data_dir)
     cached = _load_npz(path)
