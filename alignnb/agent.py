@@ -239,7 +239,55 @@ class EpisodeMemory(nn.Module):
         return self.norm(h)
 
 
-class Agent(nn.Module):
+class InstructionEmbeddings:
+    """What both learners give the study from their instruction encoder (``self.instruction``,
+    whose ``forward(ids, return_layers=True)`` returns the embedding and the per-layer means,
+    and whose ``tok`` embeds words): mixed into :class:`Agent` and the second learner."""
+
+    def encode_instructions(self, sentences: Sequence[str]) -> torch.Tensor:
+        """Instruction embeddings [n, d_model] as a tensor (gradients kept)."""
+        return self.instruction(self.vocab.encode(sentences, self.cfg.max_words))
+
+    @torch.no_grad()
+    def word_embedding_mean(self, sentences: Sequence[str]) -> np.ndarray:
+        """float32 [n, d_model]: the mean of each sentence's word embeddings (no positions, no layer)."""
+        ids = self.vocab.encode(list(sentences), self.cfg.max_words)
+        return _masked_mean(self.instruction.tok(ids), ids != 0).float().numpy()
+
+    # -- the study's embeddings ------------------------------------------------------
+    @torch.no_grad()
+    def embed_instructions(self, sentences: Sequence[str], layer: int | str = "last",
+                           batch_size: int = 512) -> np.ndarray:
+        """float32 [n, d] embeddings of ``sentences``.
+
+        ``layer="last"``: the instruction embedding that conditions the policy. ``layer=k``:
+        the mean over words of encoder layer k's output (transformer: 0..n_layers, 0 = word +
+        position embeddings; GRU: 0 = word embeddings). Unknown words map to ``<unk>`` and are
+        reported with a warning.
+        """
+        return self.embed_instruction_layers(sentences, batch_size)[layer]
+
+    @torch.no_grad()
+    def embed_instruction_layers(self, sentences: Sequence[str], batch_size: int = 512) -> dict:
+        """{"last": [n, d], 0: [n, d], ...} for ``sentences``: every layer of :meth:`embed_instructions`."""
+        sentences = list(sentences)
+        unknown = self.vocab.unknown_words(sentences)
+        if unknown:
+            words = ", ".join(f"{w!r} x{c}" for w, c in sorted(unknown.items()))
+            warnings.warn(f"{sum(unknown.values())} unknown word(s) mapped to {UNK}: {words}", stacklevel=2)
+        was_training = self.training
+        self.eval()
+        outs: dict = {}
+        for i in range(0, len(sentences), batch_size):
+            ids = self.vocab.encode(sentences[i:i + batch_size], self.cfg.max_words)
+            emb, layers = self.instruction(ids, return_layers=True)
+            for key, value in [("last", emb), *enumerate(layers)]:
+                outs.setdefault(key, []).append(value)
+        self.train(was_training)
+        return {k: torch.cat(v).float().numpy() for k, v in outs.items()}
+
+
+class Agent(InstructionEmbeddings, nn.Module):
     """Instruction encoder + observation encoder + causal transformer memory + policy head."""
 
     def __init__(self, vocab: Vocabulary, cfg: AgentConfig | None = None):
@@ -308,10 +356,6 @@ class Agent(nn.Module):
         lengths += 1
         return self.policy(self.memory.norm(x))
 
-    def encode_instructions(self, sentences: Sequence[str]) -> torch.Tensor:
-        """Instruction embeddings [n, d_model] as a tensor (gradients kept)."""
-        return self.instruction(self.vocab.encode(sentences, self.cfg.max_words))
-
     def film_parameters(self, instr: torch.Tensor) -> torch.Tensor:
         """Everything the policy reads from instruction embeddings ``instr`` [n, d_model]:
         the gamma and beta of both FiLM layers and the direct instruction input of the frame
@@ -325,43 +369,6 @@ class Agent(nn.Module):
         start from these observations: what :meth:`act` gives on a fresh memory state."""
         h = self.memory(self.observation(images, directions, instr).unsqueeze(1))[:, 0]
         return h, self.policy(h)
-
-    @torch.no_grad()
-    def word_embedding_mean(self, sentences: Sequence[str]) -> np.ndarray:
-        """float32 [n, d_model]: the mean of each sentence's word embeddings (no positions, no layer)."""
-        ids = self.vocab.encode(list(sentences), self.cfg.max_words)
-        return _masked_mean(self.instruction.tok(ids), ids != 0).float().numpy()
-
-    # -- the study's embeddings ------------------------------------------------------
-    @torch.no_grad()
-    def embed_instructions(self, sentences: Sequence[str], layer: int | str = "last",
-                           batch_size: int = 512) -> np.ndarray:
-        """float32 [n, d] embeddings of ``sentences``.
-
-        ``layer="last"``: the instruction embedding that conditions the policy. ``layer=k``
-        (0..n_layers): the mean over words of encoder layer k's output (0 = word + position
-        embeddings). Unknown words map to ``<unk>`` and are reported with a warning.
-        """
-        return self.embed_instruction_layers(sentences, batch_size)[layer]
-
-    @torch.no_grad()
-    def embed_instruction_layers(self, sentences: Sequence[str], batch_size: int = 512) -> dict:
-        """{"last": [n, d], 0: [n, d], ..., n_layers: [n, d]} for ``sentences`` ("last" conditions the policy)."""
-        sentences = list(sentences)
-        unknown = self.vocab.unknown_words(sentences)
-        if unknown:
-            words = ", ".join(f"{w!r} x{c}" for w, c in sorted(unknown.items()))
-            warnings.warn(f"{sum(unknown.values())} unknown word(s) mapped to {UNK}: {words}", stacklevel=2)
-        was_training = self.training
-        self.eval()
-        outs: dict = {}
-        for i in range(0, len(sentences), batch_size):
-            ids = self.vocab.encode(sentences[i:i + batch_size], self.cfg.max_words)
-            emb, layers = self.instruction(ids, return_layers=True)
-            for key, value in [("last", emb), *enumerate(layers)]:
-                outs.setdefault(key, []).append(value)
-        self.train(was_training)
-        return {k: torch.cat(v).float().numpy() for k, v in outs.items()}
 
 
 def count_parameters(model: nn.Module) -> int:

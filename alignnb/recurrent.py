@@ -31,18 +31,15 @@ transformer agent reads its cells).
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from .agent import N_ACTIONS, N_COLORS, N_OBJECTS, N_STATES, UNK, FiLM, Vocabulary, _masked_mean
+from .agent import N_ACTIONS, N_COLORS, N_OBJECTS, N_STATES, FiLM, InstructionEmbeddings, Vocabulary, _masked_mean
 
 
 @dataclass(frozen=True)
@@ -136,7 +133,7 @@ class ConvObservationEncoder(nn.Module):
         return table.reshape(N_OBJECTS * N_COLORS * N_STATES, -1)
 
 
-class RecurrentAgent(nn.Module):
+class RecurrentAgent(InstructionEmbeddings, nn.Module):
     """GRU instruction encoder + FiLM convolutional observation encoder + LSTM memory + policy head."""
 
     def __init__(self, vocab: Vocabulary, cfg: RecurrentConfig | None = None):
@@ -203,44 +200,3 @@ class RecurrentAgent(nn.Module):
         """Everything the policy reads from instruction embeddings ``instr`` [n, d_model]: the
         FiLM parameters [n, 2 * channels * film_blocks], ordered (gamma_1, beta_1, gamma_2, beta_2, ...)."""
         return torch.cat([film.lin(instr) for film in self.observation.films], dim=1)
-
-    def encode_instructions(self, sentences: Sequence[str]) -> torch.Tensor:
-        """Instruction embeddings [n, d_model] as a tensor (gradients kept)."""
-        return self.instruction(self.vocab.encode(sentences, self.cfg.max_words))
-
-    @torch.no_grad()
-    def word_embedding_mean(self, sentences: Sequence[str]) -> np.ndarray:
-        """float32 [n, d_model]: the mean of each sentence's word embeddings (= layer 0 of
-        :meth:`embed_instruction_layers`; this encoder has no position embeddings)."""
-        ids = self.vocab.encode(list(sentences), self.cfg.max_words)
-        return _masked_mean(self.instruction.tok(ids), ids != 0).float().numpy()
-
-    # -- the study's embeddings ------------------------------------------------------
-    @torch.no_grad()
-    def embed_instructions(self, sentences: Sequence[str], layer: int | str = "last",
-                           batch_size: int = 512) -> np.ndarray:
-        """float32 [n, d_model] embeddings of ``sentences``.
-
-        ``layer="last"``: the GRU's final state, which conditions the policy; ``layer=0``: the
-        mean of the word embeddings. Unknown words map to ``<unk>`` and are reported with a warning.
-        """
-        return self.embed_instruction_layers(sentences, batch_size)[layer]
-
-    @torch.no_grad()
-    def embed_instruction_layers(self, sentences: Sequence[str], batch_size: int = 512) -> dict:
-        """{"last": [n, d_model], 0: [n, d_model]} for ``sentences`` (see :meth:`embed_instructions`)."""
-        sentences = list(sentences)
-        unknown = self.vocab.unknown_words(sentences)
-        if unknown:
-            words = ", ".join(f"{w!r} x{c}" for w, c in sorted(unknown.items()))
-            warnings.warn(f"{sum(unknown.values())} unknown word(s) mapped to {UNK}: {words}", stacklevel=2)
-        was_training = self.training
-        self.eval()
-        outs: dict = {}
-        for i in range(0, len(sentences), batch_size):
-            emb, layers = self.instruction(self.vocab.encode(sentences[i:i + batch_size], self.cfg.max_words),
-                                           return_layers=True)
-            for key, value in [("last", emb), *enumerate(layers)]:
-                outs.setdefault(key, []).append(value)
-        self.train(was_training)
-        return {k: torch.cat(v).float().numpy() for k, v in outs.items()}
