@@ -134,6 +134,14 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * m).sum(1) / m.sum(1).clamp_min(1.0)
 
 
+def cell_values(images: torch.Tensor) -> torch.Tensor:
+    """Each cell of uint8 views [..., 3] (object, colour, state) as one of the 11 x 6 x 3 = 198
+    cell values, long [...]: the row of a cell table."""
+    im = images.long()
+    return (im[..., 0].clamp_max(N_OBJECTS - 1) * N_COLORS + im[..., 1].clamp_max(N_COLORS - 1)) * N_STATES \
+        + im[..., 2].clamp_max(N_STATES - 1)
+
+
 class FiLM(nn.Module):
     """Feature-wise linear modulation (Perez et al. 2018): y = (1 + gamma(e)) * x + beta(e)."""
 
@@ -168,9 +176,7 @@ class ObservationEncoder(nn.Module):
 
     def forward(self, images: torch.Tensor, directions: torch.Tensor, instr: torch.Tensor) -> torch.Tensor:
         """images uint8 [n,7,7,3], directions [n], instr [n, d_model] -> [n, d_hidden]."""
-        im = images.long().view(len(images), 49, 3)
-        cell = (im[..., 0].clamp_max(N_OBJECTS - 1) * N_COLORS + im[..., 1].clamp_max(N_COLORS - 1)) * N_STATES \
-            + im[..., 2].clamp_max(N_STATES - 1)  # [n, 49]: one of the 11 x 6 x 3 cell values
+        cell = cell_values(images).view(len(images), 49)  # [n, 49]
         x = F.embedding(cell, self.cell_table())  # = cell1(obj + col + state), [n, 49, channels]
         x = F.relu(self.film1(x, instr))
         x = F.relu(self.film2(self.cell2(x), instr))

@@ -39,7 +39,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from .agent import N_ACTIONS, N_COLORS, N_OBJECTS, N_STATES, FiLM, InstructionEmbeddings, Vocabulary, _masked_mean
+from .agent import (N_ACTIONS, N_COLORS, N_OBJECTS, N_STATES, FiLM, InstructionEmbeddings, Vocabulary, _masked_mean,
+                    cell_values)
 
 
 @dataclass(frozen=True)
@@ -116,10 +117,7 @@ class ConvObservationEncoder(nn.Module):
 
     def forward(self, images: torch.Tensor, directions: torch.Tensor, instr: torch.Tensor) -> torch.Tensor:
         """images uint8 [n,7,7,3], directions [n], instr [n, d_model] -> [n, d_hidden]."""
-        im = images.long()
-        cell = (im[..., 0].clamp_max(N_OBJECTS - 1) * N_COLORS + im[..., 1].clamp_max(N_COLORS - 1)) * N_STATES \
-            + im[..., 2].clamp_max(N_STATES - 1)  # [n, 7, 7]: one of the 11 x 6 x 3 cell values
-        x = F.embedding(cell, self.cell_table()).permute(0, 3, 1, 2)  # [n, cell_dim, 7, 7]
+        x = F.embedding(cell_values(images), self.cell_table()).permute(0, 3, 1, 2)  # [n, cell_dim, 7, 7]
         x = F.relu(self.stem(x))
         for conv, film in zip(self.convs, self.films):
             x = x + F.relu(film(conv(x), instr))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from alignnb import config, encoders, runs, train
-from alignnb.agent import Agent, AgentConfig, Vocabulary, count_parameters
+from alignnb.agent import Agent, AgentConfig, Vocabulary, build_agent, count_parameters
 from conftest import LEVELS
 
 SMALL = AgentConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64, cell_dim=8, channels=16, d_hidden=32, memory_layers=1)
@@ -19,7 +19,7 @@ SENTENCES = ["go to the red ball", "pick up a key behind you", "put the blue box
 
 def make_agent(cfg=SMALL, seed=0, sentences=SENTENCES):
     torch.manual_seed(seed)
-    agent = Agent(Vocabulary.from_sentences(sentences), cfg)
+    agent = build_agent(Vocabulary.from_sentences(sentences), cfg)
     with torch.no_grad():  # FiLM starts at identity; perturb so conditioning matters in the tests
         for p in agent.parameters():
             p.add_(0.05 * torch.randn_like(p))

@@ -10,21 +10,17 @@ import torch
 from torch.nn import functional as F
 
 from alignnb import runs, train
-from alignnb.agent import N_COLORS, N_OBJECTS, N_STATES, Vocabulary, build_agent, config_from_dict
+from alignnb.agent import N_COLORS, N_OBJECTS, N_STATES, config_from_dict
 from alignnb.recurrent import RecurrentAgent, RecurrentConfig
 from conftest import LEVELS
+import test_agent
 from test_agent import SENTENCES
 
 TINY = RecurrentConfig(d_model=16, cell_dim=8, channels=8, film_blocks=2, d_hidden=16)
 
 
 def make_agent(cfg=TINY, seed=0, sentences=SENTENCES):
-    torch.manual_seed(seed)
-    agent = build_agent(Vocabulary.from_sentences(sentences), cfg)
-    with torch.no_grad():  # FiLM starts at identity; perturb so conditioning matters in the tests
-        for p in agent.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return agent.eval()
+    return test_agent.make_agent(cfg, seed, sentences)
 
 
 def random_views(gen: torch.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor]:
