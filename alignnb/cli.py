@@ -1,6 +1,8 @@
-"""The ``alignnb`` command: run the study's notebooks with papermill, or stage 1 alone.
+"""The ``alignnb`` command: run the notebooks with papermill, serve the explorer, render the book, or run stage 1.
 
     alignnb run [--profile offline|paper] [--quick] [-p NAME VALUE ...] [--output DIR] [--only 01 02] [--sweep seed=0,1,2]
+    alignnb explore [--quick] [--port 8866]
+    alignnb book [--run runs/default] [--output runs/book]
     alignnb collect [--levels ...] [--episodes N] [--seed S] [--workers W]
 
 ``alignnb run`` builds and validates the :class:`~alignnb.study.StudyConfig` before the first
@@ -24,15 +26,32 @@ from typing import Any
 
 import pandas as pd
 import papermill
+from jupyter_client.manager import AsyncKernelManager
 from papermill.exceptions import PapermillExecutionError
+from traitlets import default
 
 from . import config, demos, io, registry
+from . import progress as progress_bars
 from .registry import ModelUnavailable
 from .study import StudyConfig
 
 
 class NotebookFailed(RuntimeError):
     """A notebook raised while papermill executed it; the message names notebook and cell."""
+
+
+class EncryptedKernelManager(AsyncKernelManager):
+    """A kernel manager that provisions CurveZMQ keys when the kernelspec supports them.
+
+    jupyter_client's default (``transport_encryption="disabled"``) starts the kernel on plain
+    TCP, and ipykernel then warns "Kernel is running over TCP without encryption" once per
+    notebook. The kernelspec that ``make install`` writes declares Curve support, so with
+    ``"auto"`` the channels are encrypted and the runs are quiet.
+    """
+
+    @default("transport_encryption")
+    def _transport_encryption_default(self) -> str:
+        return "auto"
 
 
 def study_notebooks(folder: str | os.PathLike | None = None) -> list[Path]:
@@ -139,26 +158,34 @@ def run_notebooks(
         blind = [p.name for p in paths if "output_dir" not in declared[p]]
         if blind:  # it would write into the committed figures/
             raise ValueError(f"{blind} declare no output_dir parameter (check the parameters cell parses)")
-    for path in paths:
-        given = notebook_inputs(declared[path], cfg, extra, figures)
-        out = run_dir / path.name
-        t0 = time.perf_counter()
-        shown = {k: v for k, v in given.items() if k != "study"}
-        print(f"[alignnb] {path.name} -> {out}  {shown}", flush=True)
-        try:
-            papermill.execute_notebook(
-                str(path), str(out), parameters=given, kernel_name=kernel_name,
-                cwd=str(path.parent), execution_timeout=timeout, progress_bar=progress,
-            )
-        except PapermillExecutionError as exc:
-            raise NotebookFailed(
-                f"{path.name} failed in cell {exc.cell_index} (execution count {exc.exec_count}): "
-                f"{exc.ename}: {exc.evalue}. The executed copy with the traceback is {out}."
-            ) from exc
-        print(f"[alignnb] {path.name} done in {time.perf_counter() - t0:.0f} s", flush=True)
-        if path.name.startswith("01"):
-            cfg.check_sentence_count(data_dir)  # before any agent is trained
+    with progress_bars.relayed(progress):  # the kernels' progress bars, drawn on this terminal too
+        for path in paths:
+            _run_one(path, declared[path], cfg, extra, figures, run_dir, kernel_name, timeout, progress)
+            if path.name.startswith("01"):
+                cfg.check_sentence_count(data_dir)  # before any agent is trained
     return run_dir
+
+
+def _run_one(path: Path, declared: Mapping[str, Any], cfg: StudyConfig, extra: Mapping[str, Any], figures: str,
+             run_dir: Path, kernel_name: str, timeout: int, progress: bool) -> None:
+    """Execute one notebook with papermill into ``run_dir``; raise :class:`NotebookFailed` if it fails."""
+    given = notebook_inputs(declared, cfg, extra, figures)
+    out = run_dir / path.name
+    t0 = time.perf_counter()
+    shown = {k: v for k, v in given.items() if k != "study"}
+    print(f"[alignnb] {path.name} -> {out}  {shown}", flush=True)
+    try:
+        papermill.execute_notebook(
+            str(path), str(out), parameters=given, kernel_name=kernel_name,
+            cwd=str(path.parent), execution_timeout=timeout, progress_bar=progress,
+            kernel_manager_class=EncryptedKernelManager,
+        )
+    except PapermillExecutionError as exc:
+        raise NotebookFailed(
+            f"{path.name} failed in cell {exc.cell_index} (execution count {exc.exec_count}): "
+            f"{exc.ename}: {exc.evalue}. The executed copy with the traceback is {out}."
+        ) from exc
+    print(f"[alignnb] {path.name} done in {time.perf_counter() - t0:.0f} s", flush=True)
 
 
 def sweep_summary(run_dirs: Mapping[Any, Path], name: str) -> pd.DataFrame:
@@ -259,6 +286,43 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_explore(args: argparse.Namespace) -> int:
+    from . import dashboard
+
+    try:
+        cfg = dashboard.cached_study(True if args.quick else None, args.profile, args.data_dir)
+        if args.screenshot:
+            print(f"[alignnb] screenshot of the explorer: {dashboard.screenshot(cfg, args.screenshot, args.data_dir)}")
+            return 0
+        with dashboard.serving(cfg, args.port, args.data_dir) as url:
+            print(f"[alignnb] the explorer of the {'quick' if cfg.quick else 'full'} study (profile {cfg.profile}) "
+                  f"is at {url}  (Ctrl-C stops it)", flush=True)
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        return 0
+    except (FileNotFoundError, ValueError, RuntimeError, TimeoutError) as exc:
+        print(f"alignnb explore: {exc}", file=sys.stderr)
+        return 1
+
+
+def _cmd_book(args: argparse.Namespace) -> int:
+    from . import book
+
+    run_dir = Path(args.run) if args.run else config.runs_dir() / "default"
+    out = Path(args.output) if args.output else config.runs_dir() / "book"
+    try:
+        site = book.build_book(run_dir, out)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"alignnb book: {exc}", file=sys.stderr)
+        return 1
+    problems = book.check_book(site)
+    for problem in problems:
+        print(f"alignnb book: {problem}", file=sys.stderr)
+    print(f"[alignnb] the book of {run_dir}: {site / 'index.html'}")
+    return 1 if problems else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alignnb", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -275,6 +339,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--sweep", metavar="NAME=V1,V2", help="rerun the pipeline once per value (e.g. seed=0,1,2)")
     run.add_argument("--timeout", type=int, default=7200, help="per-cell execution timeout in seconds")
     run.set_defaults(func=_cmd_run)
+
+    exp = sub.add_parser("explore", help="serve notebook 05's explorer as a web app (Voila), from the cached study")
+    exp.add_argument("--quick", action="store_true", help="the quick study's explorer (default: full if cached)")
+    exp.add_argument("--profile", choices=sorted(registry.PROFILES), help="model profile of the cached study")
+    exp.add_argument("--port", type=int, default=8866, help="local port (default 8866)")
+    exp.add_argument("--data-dir", default=None, help="cache folder (default data/ or ALIGNNB_DATA)")
+    exp.add_argument("--screenshot", metavar="PNG", help="save the default view (headless Chromium) and stop")
+    exp.set_defaults(func=_cmd_explore)
+
+    bk = sub.add_parser("book", help="render the executed notebooks of a run as a static HTML site")
+    bk.add_argument("--run", help="run folder with executed notebooks (default runs/default, the last full run)")
+    bk.add_argument("--output", help="folder for the site (default runs/book)")
+    bk.set_defaults(func=_cmd_book)
 
     col = sub.add_parser("collect", help="collect bot demonstrations (stage 1)")
     col.add_argument("--levels", nargs="+", default=list(config.DEFAULT_LEVELS))

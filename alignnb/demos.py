@@ -35,7 +35,7 @@ import minigrid  # noqa: F401  (registers the BabyAI environments)
 import numpy as np
 import pandas as pd
 from minigrid.utils.baby_ai_bot import BabyAIBot
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from . import config, io
 

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from . import config, io, runs
 from .embeddings import Embeddings

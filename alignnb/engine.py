@@ -22,7 +22,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from . import demos
 from .agent import AgentConfig, learner_of

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from . import config, io
 from .demos import check_levels, make_env, reset_quietly

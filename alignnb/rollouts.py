@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.nn import functional as F
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from . import config, demos
 from .agent import Agent

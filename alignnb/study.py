@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from . import config, demos, engine, metrics, registry, runs, variants
 from .agent import LEARNERS, AgentConfig

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch.nn import functional as F
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from . import config, demos, io
 from .agent import N_ACTIONS, learner_of

@@ -43,7 +43,8 @@ class Explorer:
         n = len(self.sentences)
         self.model_a = w.Dropdown(options=keys, value=model_a or keys[0], description="space A")
         self.model_b = w.Dropdown(options=keys, value=model_b or keys[1], description="space B")
-        self.k = w.IntSlider(value=min(k, n - 1), min=1, max=min(50, n - 1), description="k")
+        # a number box, not a slider: any k can be typed, and an impossible one gets a message
+        self.k = w.IntText(value=k, description="k", layout=w.Layout(width="180px"))
         self.metric = w.ToggleButtons(options=[(m.display("k"), name) for name, m in metrics.METRICS.items()],
                                       value=metrics.get_metric(metric).name, description="metric")
         self.sentence = w.Dropdown(options=self.sentences, value=sentence or self.sentences[0],
@@ -55,7 +56,20 @@ class Explorer:
             control.observe(self._on_change, names="value")
         self.widget = w.VBox([w.HBox([self.model_a, self.model_b]), w.HBox([self.k]), self.metric, self.score_html,
                               self.sentence, self.neighbours_html, self.heatmap_png])
+        # stable handles for a browser (tests/test_browser.py) and for styling
+        for name, control in (("space-a", self.model_a), ("space-b", self.model_b), ("k", self.k),
+                              ("metric", self.metric), ("instruction", self.sentence), ("score", self.score_html),
+                              ("neighbours", self.neighbours_html), ("heatmap", self.heatmap_png),
+                              ("explorer", self.widget)):
+            control.add_class(f"alignnb-{name}")
         self.refresh()
+
+    def problem(self) -> str | None:
+        """Why the current selection cannot be computed (a sentence for the reader), or None."""
+        n, k = len(self.sentences), self.k.value
+        if not 1 <= k < n:
+            return f"k = {k} is not possible here: with n = {n} sentences, k must be between 1 and {n - 1}."
+        return None
 
     # -- computations (tested directly) ----------------------------------------------
     def knn(self, model: str, k: int) -> np.ndarray:
@@ -122,7 +136,7 @@ class Explorer:
         s = self.score()
         name = metrics.get_metric(s["metric"]).display(s["k"])
         chance = f"; chance {s['chance']:.3f}" if s["chance"] is not None else ""
-        return (f"<b>{html.escape(s['a'])}</b> vs <b>{html.escape(s['b'])}</b>: {name} = <b>{s['value']:.3f}</b> "
+        return (f"<b>{html.escape(s['a'])}</b> vs <b>{html.escape(s['b'])}</b>: {name} = <b class='alignnb-value'>{s['value']:.3f}</b> "
                 f"(permutation null {s['null_mean']:.3f}, 95% band {s['null_low']:.3f}-{s['null_high']:.3f}, "
                 f"p = {s['p_value']:.3g}{chance})")
 
@@ -131,15 +145,31 @@ class Explorer:
         a, b = df.columns[1], df.columns[3]
         cell = lambda text, hit: (f'<td style="background:#FDE2C8">{html.escape(text)}</td>' if hit
                                   else f"<td>{html.escape(text)}</td>")
-        rows = "".join(f"<tr><td>{r.rank}</td>{cell(r[a], r[f'shared_{a}'])}{cell(r[b], r[f'shared_{b}'])}</tr>"
+        rows = "".join(f"<tr><td>{r['rank']}</td>{cell(r[a], r[f'shared_{a}'])}{cell(r[b], r[f'shared_{b}'])}</tr>"
                        for _, r in df.iterrows())
         n_shared = int(df[f"shared_{a}"].sum())
         return (f"<p>Nearest neighbours of <i>{html.escape(self.sentence.value)}</i>: {n_shared} of {len(df)} shared "
-                f"(highlighted)</p><table><tr><th>#</th><th>{html.escape(a)}</th><th>{html.escape(b)}</th></tr>"
+                f"(highlighted)</p><table class='alignnb-table'><tr><th>#</th><th>{html.escape(a)}</th><th>{html.escape(b)}</th></tr>"
                 f"{rows}</table>")
 
     def refresh(self) -> None:
-        """Recompute the score, the neighbour table and the heatmap image for the current selection."""
+        """Recompute the score, the neighbour table and the heatmap image for the current selection.
+
+        A selection that cannot be computed (see :meth:`problem`), or one whose computation
+        raises, shows a message in place of the score and empties the neighbour table; the
+        heatmap keeps the last valid selection. No traceback reaches the page.
+        """
+        why = self.problem()
+        if why is None:
+            try:
+                self._draw()
+                return
+            except (ValueError, np.linalg.LinAlgError) as exc:
+                why = f"cannot compute this selection: {exc}"
+        self.score_html.value = f'<p class="alignnb-message" style="color:#B00020"><b>{html.escape(why)}</b></p>'
+        self.neighbours_html.value = ""
+
+    def _draw(self) -> None:
         self.score_html.value = self.score_text()
         self.neighbours_html.value = self.neighbours_html_table()
         fig = self.heatmap()
@@ -153,6 +183,9 @@ class Explorer:
 
     def static(self) -> Any:
         """Display the current selection as plain output (for headless runs); returns the heatmap figure."""
+        why = self.problem()
+        if why is not None:
+            raise ValueError(why)
         display(HTML(self.score_text()))
         display(HTML(self.neighbours_html_table()))
         return self.heatmap()

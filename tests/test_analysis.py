@@ -179,6 +179,24 @@ def test_explorer_callbacks_update_outputs(planted):
     assert len(fig.axes) == 2
 
 
+def test_explorer_says_why_an_impossible_k_cannot_be_shown(planted):
+    pytest.importorskip("ipywidgets")
+    from alignnb.widgets import Explorer
+
+    _, spaces, _ = planted
+    ex = Explorer(spaces, "agent", "smollm2-135m", k=5, n_perm=20)
+    n = len(ex.sentences)
+    png = bytes(ex.heatmap_png.value)
+    for bad in (n, n + 10, 0, -3):
+        ex.k.value = bad  # typed into the box: a message, no exception
+        assert "alignnb-message" in ex.score_html.value and f"k = {bad} is not possible" in ex.score_html.value
+        assert ex.neighbours_html.value == "" and bytes(ex.heatmap_png.value) == png
+        with pytest.raises(ValueError, match="not possible"):
+            ex.static()
+    ex.k.value = n - 1  # the largest k that works: every other sentence is a neighbour
+    assert f"precision@{n - 1}" in ex.score_html.value and "= <b class='alignnb-value'>1.000</b>" in ex.score_html.value
+
+
 def test_tie_table_and_order_free_attribute_shares(planted):
     sset, spaces, _ = planted
     from alignnb.instructions import attribute_onehot

@@ -108,3 +108,11 @@ def test_quick_sweeps_produce_a_summary(sweep, data_root, tmp_path, capsys):
     always = [q for q in shown if not q.endswith("agent-replicate")]
     assert always and table.loc[always].notna().all().all()
     assert all(q.startswith("precision@k " if name == "k" else "precision@15 ") for q in shown)
+
+
+def test_explore_without_a_cached_study_says_what_to_run(tmp_path):
+    from alignnb import dashboard
+
+    with pytest.raises(dashboard.StudyNotCached, match=r"make study.*alignnb run --quick"):
+        dashboard.cached_study(data_dir=tmp_path / "empty")
+    assert cli.main(["explore", "--quick", "--data-dir", str(tmp_path / "empty")]) == 1

@@ -12,6 +12,8 @@ import pytest
 from alignnb import cli, config
 from alignnb.study import StudyConfig
 
+from conftest import LEVELS
+
 NOTEBOOKS = cli.study_notebooks()
 
 
@@ -40,22 +42,29 @@ def test_runner_rejects_unknown_parameters(tmp_path):
 
 
 @pytest.mark.slow
-def test_quick_run_of_notebook_01(data_root, tmp_path):
+def test_quick_run_of_notebook_01(data_root, tmp_path, capfd):
     before = sorted(p.name for p in config.figures_dir().glob("*"))
-    run_dir = cli.run_notebooks(quick=True, output=tmp_path / "run", only=["01"], progress=False)
+    # its own cache folder, so it collects (other tests may have cached the quick study's demos)
+    fresh = tmp_path / "data"
+    run_dir = cli.run_notebooks({"data_dir": str(fresh)}, quick=True, output=tmp_path / "run", only=["01"],
+                                progress=True)
+    out, err = capfd.readouterr()  # the kernel writes its warnings to the inherited stderr
+    assert "without encryption" not in out + err and "WARNING" not in err, err[-2000:]
+    # the kernel's collection bars are drawn on the command line too, one per level
+    assert all(level.removeprefix("BabyAI-") in err for level in LEVELS), err[-2000:]
     figures = {p.name for p in (run_dir / "figures").iterdir()}
     for name in ("demo_episode_lengths", "demo_action_distribution", "demo_example_frames"):
         assert {f"{name}.png", f"{name}.pdf"} <= figures
     assert "instruction_inventory.csv" in figures
     assert (run_dir / "01_collect_demos.ipynb").exists()
     assert sorted(p.name for p in config.figures_dir().glob("*")) == before  # committed figures untouched
-    assert any((Path(data_root) / "demos").iterdir())
+    assert any((fresh / "demos").iterdir())
 
 
 @pytest.mark.slow
-def test_quick_run_of_the_whole_study(data_root, tmp_path):
+def test_quick_run_of_the_whole_study(quick_run):
     """`alignnb run --quick` end to end: every notebook, every figure the README shows."""
-    run_dir = cli.run_notebooks(quick=True, output=tmp_path / "run", progress=False)
+    run_dir = quick_run
     figures = {p.name for p in (run_dir / "figures").iterdir()}
     for name in ("agent_learning_curves", "agent_success", "agent_rollouts", "agent_action_confusion",
                  "embedding_sanity", "precision_heatmap", "precision_vs_k", "precision_vs_n", "layer_sweep",
