@@ -58,9 +58,7 @@ def precision_vs_k(spaces: Mapping[str, Embeddings], reference: str = "agent", k
     perms = [rng.permutation(n) for _ in range(n_perm)]
     ma = {k: metrics.knn_membership(ref, k) for k in ks}
     rows = []
-    for key in keys:
-        if key == reference:
-            continue
+    for key in tqdm([key for key in keys if key != reference], desc="precision vs k", leave=False):
         mb = {k: metrics.knn_membership(spaces[key].vectors, k) for k in ks}
         null = np.empty((n_perm, len(ks)))
         for p, perm in enumerate(perms):

@@ -77,7 +77,7 @@ def dashboard_notebook(cfg: StudyConfig, data_dir: str | os.PathLike | None = No
     name = run_name(cfg.quick, {"profile": cfg.profile} if cfg.profile != StudyConfig().profile else {})
     folder = Path(folder) if folder else config.runs_dir() / f"explore-{name}"
     folder.mkdir(parents=True, exist_ok=True)
-    given = notebook_inputs(notebook_parameters(source), cfg, {"data_dir": str(data_dir or "")},
+    given = notebook_inputs(notebook_parameters(source), cfg, {"data_dir": str(Path(data_dir).resolve()) if data_dir else ""},
                             str((folder / "figures").resolve()))
     given["interactive"] = True
     nb = nbformat.read(source, as_version=4)

@@ -23,6 +23,7 @@ from scipy.cluster.hierarchy import linkage
 from scipy.spatial.distance import squareform
 
 from . import config, io, metrics
+from .progress import tqdm
 from .registry import family_of
 
 #: One fixed colour per model family (Okabe-Ito, colour-blind safe).
@@ -434,7 +435,7 @@ def projection_grid(spaces: Mapping[str, Any], attributes: pd.DataFrame, by: Seq
     """Each space projected to 2-D (rows) and coloured by each attribute (columns)."""
     keys = list(spaces)
     fig, axes = plt.subplots(len(keys), len(by), figsize=(3.1 * len(by), 2.7 * len(keys)), squeeze=False)
-    for r, key in enumerate(keys):
+    for r, key in enumerate(tqdm(keys, desc=f"{method} projections", leave=False)):
         xy = project_2d(spaces[key].vectors, method, seed)
         for c, col in enumerate(by):
             labels = attributes.loc[spaces[key].sentences, col].fillna("none").astype(str).to_list()

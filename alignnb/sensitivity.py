@@ -21,6 +21,7 @@ import pandas as pd
 from . import calibration, metrics
 from .embeddings import Embeddings, check_all, check_same_sentences
 from .hygiene import HYGIENES, preprocess
+from .progress import tqdm
 from .registry import LANGUAGE_FAMILIES, family_of, get_spec
 
 #: The subset sizes of the size axis (those below the number of sentences are used).
@@ -58,7 +59,9 @@ def sensitivity_table(reference: Embeddings, others: Mapping[str, Embeddings],
     def add(model: str, choice: str, setting: str, values: dict) -> None:
         rows.append({"model": model, "family": family_of(model), "choice": choice, "setting": setting, **values})
 
+    bar = tqdm(total=len(others) + len(all_layers), desc="sensitivity", unit="space", leave=False)
     for i, (model, emb) in enumerate(others.items()):
+        bar.update(1)
         check_same_sentences(reference, emb)
         B = emb.vectors
         s = seed + i
@@ -76,6 +79,7 @@ def sensitivity_table(reference: Embeddings, others: Mapping[str, Embeddings],
         for h in HYGIENES:
             add(model, "hygiene", h, _score_row(preprocess(ref, h), preprocess(B, h), k, n_perm, s))
     for j, ((model, pooling), emb) in enumerate(all_layers.items()):
+        bar.update(1)
         check_same_sentences(reference, emb)
         add(model, "pooling", f"{pooling} (last layer)", _score_row(ref, emb.vectors[-1], k, n_perm, seed + j))
         if pooling == get_spec(model).pooling:
@@ -86,6 +90,7 @@ def sensitivity_table(reference: Embeddings, others: Mapping[str, Embeddings],
                 {"k": k, "n": n, "precision": best.score, "chance": metrics.chance_precision(n, k),
                  "rnx": calibration.rnx(best.score, n, k), "null_q95": float(np.percentile(best.null, 95)),
                  "calibrated": best.calibrated})
+    bar.close()
     return pd.DataFrame(rows)
 
 
