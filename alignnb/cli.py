@@ -1,6 +1,7 @@
 """The ``alignnb`` command: run the notebooks with papermill, serve the explorer, render the book, or run stage 1.
 
     alignnb run [--profile offline|paper] [--quick] [-p NAME VALUE ...] [--output DIR] [--only 01 02] [--sweep seed=0,1,2]
+                [--engine local|ray] [--address ADDR] [--task-cpus N]
     alignnb explore [--quick] [--port 8866]
     alignnb book [--run runs/default] [--output runs/book]
     alignnb collect [--levels ...] [--episodes N] [--seed S] [--workers W]
@@ -36,8 +37,20 @@ from .registry import ModelUnavailable
 from .study import StudyConfig
 
 
+ENGINES = ("local", "ray")
+
+
 class NotebookFailed(RuntimeError):
     """A notebook raised while papermill executed it; the message names notebook and cell."""
+
+
+class SweepFailed(RuntimeError):
+    """Some points of a sweep failed; the message names each value with its notebook and cell.
+    ``summary`` holds the summary of the points that succeeded, written in ``base``."""
+
+    def __init__(self, message: str, base: Path, summary: pd.DataFrame) -> None:
+        super().__init__(message)
+        self.base, self.summary = base, summary
 
 
 class EncryptedKernelManager(AsyncKernelManager):
@@ -116,6 +129,27 @@ def notebook_inputs(declared: Mapping[str, Any], cfg: StudyConfig, extra: Mappin
     return given
 
 
+def check_parameters(parameters: Mapping[str, Any], quick: bool = False, only: Sequence[str] | None = None,
+                     notebooks: Sequence[str | os.PathLike] | None = None,
+                     ) -> tuple[list[Path], dict[Path, dict], StudyConfig, dict[str, Any]]:
+    """Validate a run's parameters before anything runs: (notebooks, their declared parameters,
+    the study configuration, the notebook-only parameters). Raises ValueError with the reason."""
+    for name in ("quick", "output_dir"):
+        if name in parameters:
+            flag = "--quick" if name == "quick" else "--output"
+            raise ValueError(f"-p {name} is set by the runner: use {flag} instead")
+    paths = select_notebooks(only, notebooks)
+    declared = {p: notebook_parameters(p) for p in paths}
+    study_names = set(StudyConfig.names())
+    known = study_names.union(*[set(d) for d in declared.values()]) - {"study", "quick", "output_dir", "interactive"}
+    unknown = sorted(set(parameters) - known)
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {unknown}: the study's parameters are {sorted(known)}")
+    cfg = StudyConfig.from_dict({**{k: v for k, v in parameters.items() if k in study_names}, "quick": bool(quick)})
+    extra = {k: v for k, v in parameters.items() if k not in study_names}
+    return paths, declared, cfg, extra
+
+
 def run_notebooks(
     parameters: Mapping[str, Any] | None = None,
     quick: bool = False,
@@ -134,19 +168,7 @@ def run_notebooks(
     would only warn). At the first failure, raises :class:`NotebookFailed` naming notebook and cell.
     """
     parameters = dict(parameters or {})
-    for name in ("quick", "output_dir"):
-        if name in parameters:
-            flag = "--quick" if name == "quick" else "--output"
-            raise ValueError(f"-p {name} is set by the runner: use {flag} instead")
-    paths = select_notebooks(only, notebooks)
-    declared = {p: notebook_parameters(p) for p in paths}
-    study_names = set(StudyConfig.names())
-    known = study_names.union(*[set(d) for d in declared.values()]) - {"study", "quick", "output_dir", "interactive"}
-    unknown = sorted(set(parameters) - known)
-    if unknown:
-        raise ValueError(f"unknown parameter(s) {unknown}: the study's parameters are {sorted(known)}")
-    cfg = StudyConfig.from_dict({**{k: v for k, v in parameters.items() if k in study_names}, "quick": bool(quick)})
-    extra = {k: v for k, v in parameters.items() if k not in study_names}
+    paths, declared, cfg, extra = check_parameters(parameters, quick, only, notebooks)
 
     data_dir = extra.get("data_dir") or None
     cfg.check_sentence_count(data_dir)  # k against the sentence set, if it is cached; else after notebook 01
@@ -211,20 +233,52 @@ def sweep_summary(run_dirs: Mapping[Any, Path], name: str) -> pd.DataFrame:
 
 
 def run_sweep(name: str, values: Sequence[Any], parameters: Mapping[str, Any] | None = None, quick: bool = False,
-              output: str | os.PathLike | None = None, **kwargs: Any) -> tuple[Path, Any]:
+              output: str | os.PathLike | None = None, engine: str = "local", address: str | None = None,
+              task_cpus: int = 1, ray_cpus: int | None = None, progress: bool = True,
+              **kwargs: Any) -> tuple[Path, Any]:
     """Rerun the notebooks once per value of parameter ``name``; cached stages whose inputs did
-    not change are reused. Writes ``sweep_summary.csv`` (mean and sd across values)."""
+    not change are reused. Writes ``sweep_summary.csv`` (mean and sd across values).
+
+    ``engine="local"`` runs the points one after another in this process and stops at the
+    first failure. ``engine="ray"`` runs each point as a Ray task with ``task_cpus`` CPUs (on
+    the cluster at ``address``, or a local instance with ``ray_cpus`` CPUs), keeps the points
+    that succeed, writes ``sweep_tasks.csv`` (one row per point: status, error, CPUs, host,
+    seconds) and then raises :class:`SweepFailed` if any point failed.
+    """
     if not values:
         raise ValueError(f"--sweep {name}= has no values")
+    if engine not in ENGINES:
+        raise ValueError(f"--engine {engine!r}: choose one of {list(ENGINES)}")
     base = Path(output) if output else config.runs_dir() / ("sweep_" + run_name(quick, {name: ",".join(map(str, values)),
                                                                                        **(parameters or {})}))
-    run_dirs = {}
-    for value in values:  # a list value (e.g. models) is labelled by its text: the summary needs hashable labels
-        label = value if isinstance(value, (int, float, str, bool)) else repr(value)
-        run_dirs[label] = run_notebooks({**(parameters or {}), name: value}, quick=quick,
-                                        output=base / run_name(False, {name: value}), **kwargs)
-    table = sweep_summary(run_dirs, name)
+    # a list value (e.g. models) is labelled by its text: the summary needs hashable labels
+    run_dirs = {(value if isinstance(value, (int, float, str, bool)) else repr(value)): base / run_name(False, {name: value})
+                for value in values}
+    if engine == "local":
+        for label, value in zip(run_dirs, values):
+            run_notebooks({**(parameters or {}), name: value}, quick=quick, output=run_dirs[label], progress=progress,
+                          **kwargs)
+        table = sweep_summary(run_dirs, name)
+        base.mkdir(parents=True, exist_ok=True)
+        table.to_csv(base / "sweep_summary.csv", float_format="%.4f")
+        return base, table
+
+    from . import ray_engine  # only here: the local engine never imports Ray
+
+    for value in values:  # every point's parameters are checked before any task starts
+        check_parameters({**(parameters or {}), name: value}, quick, kwargs.get("only"), kwargs.get("notebooks"))
+    records = ray_engine.run_sweep(name, values, dict(parameters or {}), quick, base, run_dirs, task_cpus=task_cpus,
+                                   address=address, num_cpus=ray_cpus, progress=progress, **kwargs)
+    base.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame([{name: r["value"], **{k: v for k, v in r.items() if k != "value"}} for r in records]).to_csv(
+        ray_engine.record_path(base), index=False)
+    ok = {label: run_dirs[label] for label, r in zip(run_dirs, records) if r["status"] == "ok"}
+    table = sweep_summary(ok, name)
     table.to_csv(base / "sweep_summary.csv", float_format="%.4f")
+    failed = [f"{name}={r['value']}: {r['error']}" for r in records if r["status"] != "ok"]
+    if failed:
+        raise SweepFailed(f"{len(failed)} of {len(records)} sweep points failed (the others' results are "
+                                     f"kept in {base}):\n  " + "\n  ".join(failed), base, table)
     return base, table
 
 
@@ -258,17 +312,38 @@ def _cmd_run(args: argparse.Namespace) -> int:
     params = {name: parse_value(value) for name, value in (args.param or [])}
     if args.profile:
         params["profile"] = args.profile
+    if args.address and args.engine != "ray":
+        print("alignnb run: --address needs --engine ray", file=sys.stderr)
+        return 1
+    errors: tuple[type[BaseException], ...] = (NotebookFailed, ValueError, OSError, ModelUnavailable)
+    if args.engine == "ray":
+        from . import ray_engine  # only here: the local engine never imports ray_engine (nor Ray)
+
+        errors += (ray_engine.EngineUnavailable,)
     try:
+        if args.engine == "ray":
+            ray_engine.require_ray()  # says how to install it, before anything runs
         if args.sweep:
             name, values = parse_sweep(args.sweep)
-            base, table = run_sweep(name, values, params, quick=args.quick,
-                                    output=args.output, only=args.only, timeout=args.timeout)
+            try:
+                base, table = run_sweep(name, values, params, quick=args.quick, output=args.output, only=args.only,
+                                        timeout=args.timeout, engine=args.engine, address=args.address,
+                                        task_cpus=args.task_cpus)
+            except SweepFailed as exc:
+                print(exc.summary.round(4).to_string())
+                print(f"alignnb run: {exc}", file=sys.stderr)
+                return 1
             print(table.round(4).to_string())
             print(f"[alignnb] sweep summary: {base / 'sweep_summary.csv'}")
             return 0
-        run_dir = run_notebooks(params, quick=args.quick, output=args.output, only=args.only,
-                                timeout=args.timeout)
-    except (NotebookFailed, ValueError, OSError, ModelUnavailable) as exc:
+        if args.engine == "ray":
+            with ray_engine.kernels_on_ray(args.address):
+                run_dir = run_notebooks(params, quick=args.quick, output=args.output, only=args.only,
+                                        timeout=args.timeout)
+        else:
+            run_dir = run_notebooks(params, quick=args.quick, output=args.output, only=args.only,
+                                    timeout=args.timeout)
+    except errors as exc:
         print(f"alignnb run: {exc}", file=sys.stderr)
         return 1
     print(f"[alignnb] executed notebooks in {run_dir}")
@@ -338,6 +413,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--only", nargs="+", help="run only notebooks whose names start with these (e.g. 01 02)")
     run.add_argument("--sweep", metavar="NAME=V1,V2", help="rerun the pipeline once per value (e.g. seed=0,1,2)")
     run.add_argument("--timeout", type=int, default=7200, help="per-cell execution timeout in seconds")
+    run.add_argument("--engine", choices=ENGINES, default="local",
+                     help="local (default: this process) or ray (sweep points, agents and embeddings as Ray tasks)")
+    run.add_argument("--address", help="with --engine ray: join this Ray cluster (default: start a local instance)")
+    run.add_argument("--task-cpus", type=int, default=1, help="with --engine ray: CPUs of each sweep point's task")
     run.set_defaults(func=_cmd_run)
 
     exp = sub.add_parser("explore", help="serve notebook 05's explorer as a web app (Voila), from the cached study")

@@ -80,6 +80,16 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+CPUS_ENV = "ALIGNNB_CPUS"  # the CPU budget of the Ray task a process runs in (see alignnb.ray_engine)
+ENGINE_ENV = "ALIGNNB_ENGINE"  # "ray" in the kernels of an `alignnb run --engine ray`
+
+
+def cpu_budget() -> int:
+    """The CPUs this process may use: its Ray task's budget (``$ALIGNNB_CPUS``), else the machine's cores."""
+    budget = os.environ.get(CPUS_ENV)
+    return max(1, int(budget)) if budget else (os.cpu_count() or 1)
+
+
 @contextlib.contextmanager
 def torch_threads(n: int) -> Iterator[None]:
     """Run the block with ``n`` torch intra-op threads, then restore the previous count."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 import difflib
 import multiprocessing as mp
 import os
+import socket
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -223,7 +224,7 @@ def collect_demos(
     levels = check_levels(levels)
     if int(episodes_per_level) <= 0:
         raise ValueError(f"episodes_per_level must be a positive integer, got {episodes_per_level}")
-    workers = (os.cpu_count() or 1) if workers is None else int(workers)
+    workers = config.cpu_budget() if workers is None else int(workers)
     if workers <= 0:
         raise ValueError(f"workers must be a positive integer (or None for all cores), got {workers}")
     episodes_per_level = int(episodes_per_level)
@@ -329,6 +330,7 @@ def _write_demos(path: Path, chunks: list[dict], levels: list[str], episodes_per
         "versions": config.versions(),
         "workers": workers,
         "seconds": round(seconds, 3),
+        "built_by": f"{socket.gethostname()}:{os.getpid()}",  # which process collected it (one per data set)
         "n_episodes": len(table),
         "n_failed_episodes_excluded": n_fail,
         "n_frames": int(offset),

@@ -376,7 +376,8 @@ def embed(model: str | ModelSpec, sentences: Any, pooling: str | None = None, la
     else:
         weights = weights_identity(spec, data_dir)
     # a field at its default is left out of the key, so adding a field keeps earlier caches valid
-    described = {k: v for k, v in asdict(spec).items() if k != "quantize" or v}
+    # a field that does not change the vectors stays out of the key: billions always, quantize when unset
+    described = {k: v for k, v in asdict(spec).items() if k != "billions" and (k != "quantize" or v)}
     key = io.cache_key({"format": FORMAT_VERSION, "model": described, "weights": weights, "pooling": pooling,
                         "layer": layer, "sentences": io.cache_key({"s": sentence_list}),
                         **_numerics(spec, device)})
@@ -457,6 +458,13 @@ def study_embeddings(models: Sequence[str], sentences: Any, agent_checkpoints: M
     had is reported in ``skipped`` and left out, never replaced by another.
     """
     defaults, all_layers, skipped = {}, {}, {}
+    if not must_exist and os.environ.get(config.ENGINE_ENV) == "ray":  # `alignnb run --engine ray`
+        from . import ray_engine  # imported only here: the local engine never imports Ray
+
+        lms = [key for key in models if get_spec(key).is_language_model]
+        if lms:  # one task per language model (a GPU for a large one); the pass below reads their caches
+            ray_engine.embed_language_models(lms, sentences, pooling, layer, sweep_poolings,
+                                              None if data_dir is None else str(data_dir), progress=progress, **kwargs)
     opts = dict(agent_checkpoints=agent_checkpoints, data_dir=data_dir, progress=progress, must_exist=must_exist,
                 **kwargs)
     for key in tqdm(list(models), desc="models", disable=not progress):

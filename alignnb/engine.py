@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .progress import tqdm
 
-from . import demos
+from . import config, demos
 from .agent import AgentConfig, learner_of
 from .io import CorruptCache
 from .runs import TrainedAgent, is_finished, load_run, run_dir, run_key
@@ -48,7 +48,7 @@ class TrainJob:
 def default_workers(jobs: list[TrainJob]) -> int:
     """As many workers as the cores hold at each job's thread count, at most one per job."""
     threads = max((j.train_config.threads for j in jobs), default=1)
-    return max(1, min(len(jobs), (os.cpu_count() or 1) // threads))
+    return max(1, min(len(jobs), config.cpu_budget() // threads))
 
 
 _REPORTS = None  # in a worker: the queue its progress goes to
@@ -98,7 +98,8 @@ def train_side_by_side(jobs: list[TrainJob], data_dir: str | os.PathLike | None 
     """Train ``jobs`` (cached runs are loaded), at most ``workers`` at a time; runs in job order.
 
     ``workers=1`` trains one after the other in this process. Otherwise each missing run gets
-    a worker process; ``workers=None`` means :func:`default_workers`.
+    a worker process; ``workers=None`` means :func:`default_workers`. In the kernels of an
+    ``--engine ray`` run each missing run is a Ray task instead (:func:`alignnb.ray_engine.train_jobs`).
     """
     jobs = list(jobs)
     data_dir = None if data_dir is None else str(data_dir)
@@ -107,7 +108,11 @@ def train_side_by_side(jobs: list[TrainJob], data_dir: str | os.PathLike | None 
     workers = default_workers([jobs[i] for i in todo]) if workers is None else int(workers)
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
-    if todo and (workers == 1 or len(todo) == 1):
+    if todo and os.environ.get(config.ENGINE_ENV) == "ray":  # `alignnb run --engine ray`: each agent is a Ray task
+        from . import ray_engine  # imported only here: the local engine never imports Ray
+
+        ray_engine.train_jobs(jobs, todo, data_dir, progress)
+    elif todo and (workers == 1 or len(todo) == 1):
         for i in todo:
             job = jobs[i]
             train_agent(demos.load_demos(job.demos_path), job.agent_config, job.train_config, job.seed,

@@ -54,6 +54,7 @@ class ModelSpec:
     skip_bos_in_mean: bool = False  # exclude a leading BOS token from mean pooling
     note: str = ""
     quantize: str = ""  # "q4_0": the weight matrices rounded as GGUF Q4_0 does (a measured confound)
+    billions: float = 0.0  # parameters, in billions, where known: a large model asks for a GPU on Ray
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -69,9 +70,10 @@ class ModelSpec:
         return self.source in ("hf", "gguf")
 
 
-def _decoder(key: str, location: str, paper_family: str, source: str = "hf", note: str = "") -> ModelSpec:
+def _decoder(key: str, location: str, paper_family: str, source: str = "hf", note: str = "",
+             billions: float = 0.0) -> ModelSpec:
     return ModelSpec(key, "decoder LLM", source, location, pooling="mean", paper_family=paper_family,
-                     skip_bos_in_mean=True, note=note)
+                     skip_bos_in_mean=True, note=note, billions=billions)
 
 
 REGISTRY: dict[str, ModelSpec] = {}
@@ -110,12 +112,12 @@ for _spec in [
               note="minilm-l6 with its weight matrices rounded to 4 bits in blocks of 32 as GGUF Q4_0 does: "
                    "measures what the offline decoders' 4-bit quantization may cost"),
     # profile "paper": from the hub
-    _decoder("llama-3.1-8b", "meta-llama/Llama-3.1-8B", "LLaMA"),
-    _decoder("llama-3.2-1b", "meta-llama/Llama-3.2-1B", "LLaMA"),
-    _decoder("qwen2.5-7b", "Qwen/Qwen2.5-7B", "Qwen"),
-    _decoder("qwen2.5-0.5b", "Qwen/Qwen2.5-0.5B", "Qwen"),
-    _decoder("deepseek-llm-7b", "deepseek-ai/deepseek-llm-7b-base", "DeepSeek"),
-    _decoder("deepseek-r1-distill-qwen-1.5b", "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B", "DeepSeek"),
+    _decoder("llama-3.1-8b", "meta-llama/Llama-3.1-8B", "LLaMA", billions=8.0),
+    _decoder("llama-3.2-1b", "meta-llama/Llama-3.2-1B", "LLaMA", billions=1.2),
+    _decoder("qwen2.5-7b", "Qwen/Qwen2.5-7B", "Qwen", billions=7.6),
+    _decoder("qwen2.5-0.5b", "Qwen/Qwen2.5-0.5B", "Qwen", billions=0.5),
+    _decoder("deepseek-llm-7b", "deepseek-ai/deepseek-llm-7b-base", "DeepSeek", billions=6.9),
+    _decoder("deepseek-r1-distill-qwen-1.5b", "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B", "DeepSeek", billions=1.8),
     ModelSpec("bert-base", "encoder LM", "hf", "google-bert/bert-base-uncased", pooling="mean", paper_family="BERT"),
     ModelSpec("bert-large", "encoder LM", "hf", "google-bert/bert-large-uncased", pooling="mean", paper_family="BERT"),
     ModelSpec("clip-vit-b32", "VLM text tower", "hf", "openai/clip-vit-base-patch32", arch="clip", pooling="proj",

@@ -1,0 +1,190 @@
+"""The Ray engine on a real local Ray instance with 2 CPUs (no mock)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+
+from alignnb import cli, demos
+
+from conftest import LEVELS
+
+ray = pytest.importorskip("ray", reason='the Ray engine tests need Ray: pip install -e ".[ray]" (make test installs it)')
+
+from alignnb import ray_engine  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def local_ray(data_root):
+    """A local Ray instance with 2 CPUs for this module; tasks see the session's data folder."""
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
+    ray_engine.connect(num_cpus=2)
+    assert ray.cluster_resources()["CPU"] == 2
+    yield
+    ray_engine.shutdown()
+
+
+def tiny_notebook(folder: Path) -> Path:
+    """A one-cell study notebook that fails for seed 1 (a planted failure)."""
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('seed = 0  # seed\nquick = False  # quick\noutput_dir = ""  # figures')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell('assert seed != 1, "planted failure for seed 1"')]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "01_tiny.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+TIMINGS = {"train_seconds", "eval_seconds", "frames_per_second"}  # wall-clock, recorded in every checkpoint
+
+
+def assert_same_checkpoint(a: Path, b: Path) -> None:
+    """Two checkpoints hold the same weights bit for bit and the same metrics but for timings."""
+    import torch
+
+    ca, cb = (torch.load(p, map_location="cpu", weights_only=False) for p in (a, b))
+    assert ca["state_dict"].keys() == cb["state_dict"].keys()
+    for name, tensor in ca["state_dict"].items():
+        assert torch.equal(tensor, cb["state_dict"][name]), name
+    untimed = [{k: v for k, v in c["metrics"].items() if k not in TIMINGS} for c in (ca, cb)]
+    assert untimed[0] == untimed[1]
+    assert {k: v for k, v in ca.items() if k not in ("state_dict", "metrics")} == \
+        {k: v for k, v in cb.items() if k not in ("state_dict", "metrics")}
+
+
+def _collect_once(data_dir: str) -> tuple[int, str]:
+    d = demos.collect_demos(LEVELS[:1], 4, seed=11, workers=1, data_dir=data_dir, progress=False)
+    return __import__("os").getpid(), d.meta["built_by"]
+
+
+@pytest.mark.slow
+def test_two_tasks_that_need_one_missing_stage_build_it_once(local_ray, tmp_path):
+    task = ray.remote(_collect_once).options(num_cpus=1)
+    results = ray.get([task.remote(str(tmp_path)), task.remote(str(tmp_path))])  # both at once, 2 CPUs
+    pids = {pid for pid, _ in results}
+    builders = {built_by for _, built_by in results}
+    assert len(pids) == 2  # two processes needed the stage
+    assert len(builders) == 1  # one built it; the other waited on the lock and reused it
+    assert int(builders.pop().rsplit(":", 1)[1]) in pids
+    assert len([p for p in (tmp_path / "demos").iterdir() if not p.name.startswith(".")]) == 1  # and its lock
+
+
+@pytest.mark.slow
+def test_a_failing_point_names_value_notebook_and_cell_and_the_others_are_kept(local_ray, tmp_path):
+    notebook = tiny_notebook(tmp_path / "nb")
+    with pytest.raises(cli.SweepFailed) as failed:
+        cli.run_sweep("seed", [0, 1], quick=True, output=tmp_path / "sweep", engine="ray", notebooks=[notebook],
+                      progress=False)
+    message = str(failed.value)
+    assert "seed=1" in message and "01_tiny.ipynb failed in cell" in message
+    assert "planted failure for seed 1" in message and "seed=0:" not in message
+    tasks = pd.read_csv(tmp_path / "sweep" / "sweep_tasks.csv")
+    assert list(tasks["seed"]) == [0, 1] and list(tasks["status"]) == ["ok", "failed"]
+    assert (tasks["cpus"] == 1).all()
+    kept = next(p for p in (tmp_path / "sweep").iterdir() if p.name.startswith("seed=0"))
+    assert (kept / "01_tiny.ipynb").exists()
+
+
+@pytest.mark.slow
+def test_a_quick_sweep_on_ray_equals_the_local_engine(local_ray, data_root, tmp_path):
+    """`--sweep seed=0,1` of notebooks 01-02 (one agent per point): the Ray engine, in a fresh
+    data folder, gives the same summary as the local engine, and the same weights, bit for bit
+    (a checkpoint also records its wall-clock timings, so the files themselves differ)."""
+    params = {"agent_seeds": 1, "recurrent_seeds": 0}
+    local_base, local = cli.run_sweep("seed", [0, 1], params, quick=True, output=tmp_path / "local",
+                                      only=["01", "02"], progress=False)
+    fresh = tmp_path / "ray-data"
+    ray_base, on_ray = cli.run_sweep("seed", [0, 1], {**params, "data_dir": str(fresh)}, quick=True,
+                                     output=tmp_path / "ray", engine="ray", only=["01", "02"], progress=False)
+    assert not local.empty and list(local.columns) == [0, 1, "mean", "sd"]
+    pd.testing.assert_frame_equal(local, on_ray)
+    assert (ray_base / "sweep_summary.csv").read_text() == (local_base / "sweep_summary.csv").read_text()
+    built = sorted((fresh / "agents").iterdir())
+    assert len(built) == 2  # one agent per seed, under the local engine's keys
+    for run in built:
+        assert_same_checkpoint(run / "agent.pt", Path(data_root) / "agents" / run.name / "agent.pt")
+    tasks = pd.read_csv(ray_base / "sweep_tasks.csv")
+    assert list(tasks["status"]) == ["ok", "ok"] and (tasks["cpus"] == 1).all()
+
+
+def test_without_ray_the_ray_engine_says_how_to_install_it_and_local_never_imports_it(tmp_path):
+    notebook = tiny_notebook(tmp_path / "nb")
+    code = f"""
+import sys
+from alignnb import cli
+base, _ = cli.run_sweep("seed", [0], quick=True, output={str(tmp_path / "sweep")!r}, notebooks=[{str(notebook)!r}],
+                        progress=False)
+assert "ray" not in sys.modules, "the local engine imported ray"
+sys.modules["ray"] = None  # as if Ray were not installed
+assert cli.main(["run", "--engine", "ray", "--quick", "--only", "01"]) == 1
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert 'pip install -e ".[ray]"' in done.stderr
+    assert (tmp_path / "sweep" / "sweep_summary.csv").exists()
+
+
+def test_address_needs_the_ray_engine(capsys):
+    assert cli.main(["run", "--quick", "--address", "auto"]) == 1
+    assert "--address needs --engine ray" in capsys.readouterr().err
+
+
+def test_a_large_model_asks_for_a_gpu_only_when_there_is_one():
+    from alignnb.registry import get_spec
+
+    big, small = get_spec("qwen2.5-7b"), get_spec("smollm2-135m")
+    assert ray_engine.wants_gpu(big, cluster_gpus=1) and not ray_engine.wants_gpu(big, cluster_gpus=0)
+    assert not ray_engine.wants_gpu(small, cluster_gpus=4)
+
+
+def test_agents_as_ray_tasks_equal_the_local_engine_bit_for_bit(local_ray, small_demos, tmp_path, monkeypatch):
+    """In the kernels of `alignnb run --engine ray`, each missing agent is a Ray task with
+    num_cpus = its recipe's thread count; the checkpoints are the local engine's."""
+    from dataclasses import replace
+
+    from alignnb import config, engine
+    from test_engine import RECIPE, SMALL
+
+    tc = replace(RECIPE, steps=30, check_every=0, goal_checks=0)
+    jobs = [engine.TrainJob(str(small_demos.path), SMALL, tc, seed, final_eval_episodes=2) for seed in (0, 1)]
+    local = engine.train_side_by_side(jobs, tmp_path / "local", workers=1, progress=False)
+    monkeypatch.setenv(config.ENGINE_ENV, "ray")
+    monkeypatch.setenv(ray_engine.ADDRESS_ENV, ray.get_runtime_context().gcs_address)
+    on_ray = engine.train_side_by_side(jobs, tmp_path / "ray", progress=False)
+    for a, b in zip(local, on_ray):
+        assert a.path.name == b.path.name and b.meta["torch_threads"] == 1
+        assert_same_checkpoint(a.path / "agent.pt", b.path / "agent.pt")
+
+
+def test_language_model_embeddings_as_ray_tasks_fill_the_local_engines_cache(local_ray, tmp_path):
+    """Each language model is one task (on CPU here: no GPU, and a tiny model); it writes every
+    set that stage 4 needs under the local engine's keys, so the local pass only reads them."""
+    import numpy as np
+    import torch
+
+    from alignnb import encoders
+    from test_encoders import SENTENCES, tiny, word_tokenizer
+
+    torch.manual_seed(0)
+    model, tok_kind, _ = tiny("bert")
+    folder = tmp_path / "tiny-bert"
+    model.save_pretrained(folder)
+    word_tokenizer(tok_kind).save_pretrained(folder)
+    ref = f"encoder:{folder}"
+    asked = ray_engine.embed_language_models([ref], SENTENCES, None, None, ("mean", "last"), str(tmp_path / "ray"),
+                                             progress=False)
+    assert asked == {ref: False}  # a tiny model on a cluster without GPUs: CPU
+    on_ray, layers, skipped = encoders.study_embeddings([ref], SENTENCES, data_dir=tmp_path / "ray", progress=False,
+                                                        must_exist=True)  # only reads: the task made them all
+    local, _, _ = encoders.study_embeddings([ref], SENTENCES, data_dir=tmp_path / "local", progress=False)
+    assert not skipped and {(ref, "mean"), (ref, "last")} <= set(layers)
+    names = lambda d: sorted(p.name for p in (tmp_path / d / "embeddings").glob("*.npz"))  # noqa: E731
+    assert names("ray") == names("local")  # the same keys
+    np.testing.assert_allclose(on_ray[ref].vectors, local[ref].vectors, rtol=0, atol=1e-6)
