@@ -60,7 +60,7 @@ explore: $(STAMP)
 book: $(STAMP)
 	$(PY) -m alignnb.cli book
 
-bench: $(STAMP) $(MODELS)
+bench: $(STAMP) $(MODELS) $(RAY)
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
 
 clean:

@@ -251,6 +251,7 @@ def run_sweep(name: str, values: Sequence[Any], parameters: Mapping[str, Any] | 
         raise ValueError(f"--engine {engine!r}: choose one of {list(ENGINES)}")
     base = Path(output) if output else config.runs_dir() / ("sweep_" + run_name(quick, {name: ",".join(map(str, values)),
                                                                                        **(parameters or {})}))
+    base = base.resolve()  # a task on another node must write where this process reads
     # a list value (e.g. models) is labelled by its text: the summary needs hashable labels
     run_dirs = {(value if isinstance(value, (int, float, str, bool)) else repr(value)): base / run_name(False, {name: value})
                 for value in values}
@@ -341,6 +342,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 run_dir = run_notebooks(params, quick=args.quick, output=args.output, only=args.only,
                                         timeout=args.timeout)
         else:
+            os.environ.pop(config.ENGINE_ENV, None)  # an inherited ALIGNNB_ENGINE=ray does not apply
             run_dir = run_notebooks(params, quick=args.quick, output=args.output, only=args.only,
                                     timeout=args.timeout)
     except errors as exc:
@@ -367,7 +369,13 @@ def _cmd_explore(args: argparse.Namespace) -> int:
     try:
         cfg = dashboard.cached_study(True if args.quick else None, args.profile, args.data_dir)
         if args.screenshot:
-            print(f"[alignnb] screenshot of the explorer: {dashboard.screenshot(cfg, args.screenshot, args.data_dir)}")
+            try:
+                shot = dashboard.screenshot(cfg, args.screenshot, args.data_dir)
+            except Exception as exc:  # selenium's WebDriverException and kin: a message, not a traceback
+                if not type(exc).__module__.startswith("selenium"):
+                    raise
+                raise RuntimeError(f"the browser failed: {exc}") from exc
+            print(f"[alignnb] screenshot of the explorer: {shot}")
             return 0
         with dashboard.serving(cfg, args.port, args.data_dir) as url:
             print(f"[alignnb] the explorer of the {'quick' if cfg.quick else 'full'} study (profile {cfg.profile}) "

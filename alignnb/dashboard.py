@@ -104,7 +104,7 @@ def voila_command(notebook: Path, port: int) -> list[str]:
     voila = shutil.which("voila", path=str(Path(sys.executable).parent)) or shutil.which("voila")
     if voila is None:
         raise FileNotFoundError("Voilà is not installed: run `make install` (or pip install voila)")
-    return [voila, str(notebook), "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1",
+    return [voila, str(notebook), "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1", "--Voila.port_retries=0",
             "--show_tracebacks=False", "--KernelManager.transport_encryption=auto",
             f"--Voila.root_dir={notebook.parent}", "--Voila.log_level=WARN"]
 

@@ -458,33 +458,36 @@ def study_embeddings(models: Sequence[str], sentences: Any, agent_checkpoints: M
     had is reported in ``skipped`` and left out, never replaced by another.
     """
     defaults, all_layers, skipped = {}, {}, {}
+    devices: dict[str, str | None] = {}  # per model, the device its Ray task used (the cache key has it)
     if not must_exist and os.environ.get(config.ENGINE_ENV) == "ray":  # `alignnb run --engine ray`
         from . import ray_engine  # imported only here: the local engine never imports Ray
 
         lms = [key for key in models if get_spec(key).is_language_model]
         if lms:  # one task per language model (a GPU for a large one); the pass below reads their caches
-            ray_engine.embed_language_models(lms, sentences, pooling, layer, sweep_poolings,
-                                              None if data_dir is None else str(data_dir), progress=progress, **kwargs)
+            devices = ray_engine.embed_language_models(lms, sentences, pooling, layer, sweep_poolings,
+                                                       None if data_dir is None else str(data_dir), progress=progress,
+                                                       **kwargs)
     opts = dict(agent_checkpoints=agent_checkpoints, data_dir=data_dir, progress=progress, must_exist=must_exist,
                 **kwargs)
     for key in tqdm(list(models), desc="models", disable=not progress):
         spec = get_spec(key)
+        model_opts = {**opts, "device": devices[key]} if key in devices else opts
         p = pooling if (pooling and spec.is_language_model and not (pooling == "proj" and spec.arch == "auto")) else None
         try:
             if spec.is_language_model:
                 for sp in sweep_poolings:
-                    all_layers[(key, sp)] = embed(spec, sentences, sp, "all", **opts)
+                    all_layers[(key, sp)] = embed(spec, sentences, sp, "all", **model_opts)
                 want_pool, want_layer = p or spec.pooling, spec.layer if layer in (None, "") else layer
                 sweep = all_layers.get((key, want_pool))
                 if sweep is not None and want_layer in ("last", -1):  # the last layer of the sweep: no rerun
                     defaults[key] = Embeddings(key, sweep.sentences, sweep.vectors[-1],
                                                {**sweep.meta, "layer": "last"})
                 else:
-                    defaults[key] = embed(spec, sentences, p, layer, **opts)
+                    defaults[key] = embed(spec, sentences, p, layer, **model_opts)
             else:
-                defaults[key] = embed(spec, sentences, None, None, **opts)
+                defaults[key] = embed(spec, sentences, None, None, **model_opts)
             if spec.source == "agent" and spec.family == "agent":
-                all_layers[(key, "mean")] = embed(spec, sentences, None, "all", **opts)
+                all_layers[(key, "mean")] = embed(spec, sentences, None, "all", **model_opts)
         except ModelUnavailable as exc:
             skipped[key] = str(exc)
             defaults.pop(key, None)

@@ -82,7 +82,7 @@ def kernels_on_ray(address: str | None = None, num_cpus: int | None = None) -> I
     instance started here, stopped at the end); yields the address the kernels join."""
     gcs = connect(address, num_cpus)
     before = {name: os.environ.get(name) for name in (ENGINE_ENV, ADDRESS_ENV)}
-    os.environ.update({ENGINE_ENV: "ray", ADDRESS_ENV: gcs})
+    os.environ.update({ENGINE_ENV: "ray", ADDRESS_ENV: address or gcs})
     try:
         yield gcs
     finally:
@@ -107,17 +107,20 @@ def _sweep_point(name: str, value: Any, parameters: Mapping[str, Any], quick: bo
     """In a task: run the pipeline for one value; never raises (the failure is the result)."""
     from . import cli
 
-    os.environ.update({config.CPUS_ENV: str(cpus), "OMP_NUM_THREADS": str(cpus), "MKL_NUM_THREADS": str(cpus),
-                       ENGINE_ENV: "local"})
     t0 = time.perf_counter()
-    record = {"value": value, "cpus": cpus, "host": socket.gethostname(), "pid": os.getpid(), "output": output}
+    record = {"value": value, "cpus": cpus, "threads": cpus, "host": socket.gethostname(), "pid": os.getpid(),
+              "output": output}
+    tables = {}
     try:
-        cli.run_notebooks({**parameters, name: value}, quick=quick, output=output, progress=False, **kwargs)
+        run_dir = cli.run_notebooks({**parameters, name: value}, quick=quick, output=output, progress=False, **kwargs)
         record.update(status="ok", error="")
+        # the tables the summary reads travel back with the record: the driver may be on another node
+        tables = {p.name: p.read_text() for p in (run_dir / "figures").glob("*.csv")
+                  if p.name in ("agent_success.csv", "alignment_summary.csv")}
     except Exception as exc:  # noqa: BLE001 -- reported with its value, the others go on
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
     record["seconds"] = round(time.perf_counter() - t0, 1)
-    return record
+    return {**record, "tables": tables}
 
 
 def run_sweep(name: str, values: Sequence[Any], parameters: Mapping[str, Any], quick: bool, base: Path,
@@ -131,7 +134,12 @@ def run_sweep(name: str, values: Sequence[Any], parameters: Mapping[str, Any], q
     if task_cpus < 1:
         raise ValueError(f"--task-cpus must be at least 1, got {task_cpus}")
     connect(address, num_cpus)
-    task = ray.remote(_sweep_point).options(num_cpus=task_cpus, max_retries=0, name="alignnb sweep point")
+    # the point's kernel follows its CPU count: threads, agents side by side, collection workers.
+    # Set per task (a task's own runtime environment), so no reused worker carries them on.
+    env = {"ALIGNNB_DATA": str(config.data_dir()), ENGINE_ENV: "local", config.CPUS_ENV: str(task_cpus),
+           "OMP_NUM_THREADS": str(task_cpus), "MKL_NUM_THREADS": str(task_cpus)}
+    task = ray.remote(_sweep_point).options(num_cpus=task_cpus, max_retries=0, name="alignnb sweep point",
+                                            runtime_env={"env_vars": env})
     refs = {task.remote(name, value, dict(parameters), quick, str(run_dirs[label]), task_cpus, dict(kwargs)): label
             for label, value in zip(run_dirs, values)}
     records: dict[Any, dict[str, Any]] = {}
@@ -139,7 +147,19 @@ def run_sweep(name: str, values: Sequence[Any], parameters: Mapping[str, Any], q
         pending = list(refs)
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
-            records[refs[done[0]]] = ray.get(done[0])
+            label = refs[done[0]]
+            try:
+                records[label] = ray.get(done[0])
+            except ray.exceptions.RayError as exc:  # the worker died (memory, a lost node): this point failed
+                records[label] = {"value": label, "cpus": task_cpus, "threads": task_cpus, "host": "", "pid": 0,
+                                  "output": str(run_dirs[label]), "status": "failed",
+                                  "error": f"{type(exc).__name__}: {str(exc).splitlines()[0]}", "seconds": float("nan"),
+                                  "tables": {}}
+            for table, text in records[label].pop("tables").items():  # written here if the task ran elsewhere
+                target = Path(run_dirs[label]) / "figures" / table
+                if not target.exists():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_text(text)
             bar.update(1)
     return [records[label] for label in run_dirs]
 
@@ -182,23 +202,23 @@ def wants_gpu(spec: Any, cluster_gpus: float) -> bool:
 
 
 def _embed_task(key: str, sentences: Any, pooling: str | None, layer: Any, sweep_poolings: Sequence[str],
-                data_dir: str | None, gpu: bool, kwargs: Mapping[str, Any]) -> str:
+                data_dir: str | None, kwargs: Mapping[str, Any]) -> str:
     """In a task: every embedding set of model ``key`` that stage 4 needs, cached (the same
-    calls as the local engine's, so the same keys)."""
+    calls as the local engine's with the same device, so the same keys)."""
     from .encoders import study_embeddings
 
     _, _, skipped = study_embeddings([key], sentences, pooling=pooling, layer=layer, sweep_poolings=sweep_poolings,
-                                     data_dir=data_dir, progress=False, **({"device": "cuda"} if gpu else {}),
-                                     **kwargs)
+                                     data_dir=data_dir, progress=False, **kwargs)
     return skipped.get(key, "")
 
 
 def embed_language_models(keys: Sequence[str], sentences: Any, pooling: str | None, layer: Any,
                           sweep_poolings: Sequence[str], data_dir: str | None, progress: bool = True,
-                          **kwargs: Any) -> dict[str, bool]:
-    """Embed each language model of ``keys`` as one Ray task; returns {key: whether its task
-    asked for a GPU}. The sets land in the shared cache, where the caller's own pass finds
-    them; a model whose weights cannot be had is reported by that pass, with its reason."""
+                          **kwargs: Any) -> dict[str, str | None]:
+    """Embed each language model of ``keys`` as one Ray task; returns {key: the device its task
+    used} ("cuda" when it asked for a GPU, else the caller's device). The device is part of
+    the cache key, so the caller's own pass must ask for the same one: it then finds every
+    set in the shared cache. A model whose weights cannot be had is reported by that pass."""
     ray = require_ray()
     from .progress import tqdm
     from .registry import get_spec
@@ -206,9 +226,11 @@ def embed_language_models(keys: Sequence[str], sentences: Any, pooling: str | No
     connect(os.environ.get(ADDRESS_ENV) or None)
     gpus = float(ray.cluster_resources().get("GPU", 0))
     asked = {key: wants_gpu(get_spec(key), gpus) for key in keys}
+    devices = {key: "cuda" if asked[key] else kwargs.get("device") for key in keys}
     refs = {ray.remote(_embed_task).options(num_cpus=1, num_gpus=1 if asked[key] else 0, max_retries=0,
                                             name=f"alignnb embed {key}")
-            .remote(key, sentences, pooling, layer, list(sweep_poolings), data_dir, asked[key], dict(kwargs)): key
+            .remote(key, sentences, pooling, layer, list(sweep_poolings), data_dir,
+                    {**kwargs, "device": devices[key]}): key
             for key in keys}
     with tqdm(total=len(refs), desc="embeddings on Ray", unit="model", disable=not progress) as bar:
         pending = list(refs)
@@ -216,7 +238,7 @@ def embed_language_models(keys: Sequence[str], sentences: Any, pooling: str | No
             done, pending = ray.wait(pending, num_returns=1)
             ray.get(done[0])  # an error other than a missing model is raised here, with the model's name
             bar.update(1)
-    return asked
+    return devices
 
 
 def record_path(base: Path) -> Path:

@@ -59,38 +59,37 @@ def sensitivity_table(reference: Embeddings, others: Mapping[str, Embeddings],
     def add(model: str, choice: str, setting: str, values: dict) -> None:
         rows.append({"model": model, "family": family_of(model), "choice": choice, "setting": setting, **values})
 
-    bar = tqdm(total=len(others) + len(all_layers), desc="sensitivity", unit="space", leave=False)
-    for i, (model, emb) in enumerate(others.items()):
-        bar.update(1)
-        check_same_sentences(reference, emb)
-        B = emb.vectors
-        s = seed + i
-        for kk in (kk for kk in ks if kk < n - 1):
-            add(model, "k", f"k={kk}", _score_row(ref, B, kk, n_perm, s))
-        for level in dict.fromkeys(sentence_levels):
-            keep = np.flatnonzero(levels == level)
-            kk = min(k, len(keep) // 3)
-            if kk >= 1 and len(keep) > kk + 2:
-                add(model, "sentences", level.removeprefix("BabyAI-").removesuffix("-v0"),
-                    _score_row(ref[keep], B[keep], kk, n_perm, s))
-        add(model, "sentences", "all levels", _score_row(ref, B, k, n_perm, s))
-        for size in (m for m in subset_sizes if k + 2 < m < n):
-            add(model, "N", f"N={size} (mean of {draws} random subsets)", _subset_mean(ref, B, k, size, draws, s))
-        for h in HYGIENES:
-            add(model, "hygiene", h, _score_row(preprocess(ref, h), preprocess(B, h), k, n_perm, s))
-    for j, ((model, pooling), emb) in enumerate(all_layers.items()):
-        bar.update(1)
-        check_same_sentences(reference, emb)
-        add(model, "pooling", f"{pooling} (last layer)", _score_row(ref, emb.vectors[-1], k, n_perm, seed + j))
-        if pooling == get_spec(model).pooling:
-            add(model, "layer", "last", _score_row(ref, emb.vectors[-1], k, n_perm, seed + j))
-            best = calibration.calibrate_precision_layers(ref, list(emb.vectors), k, n_perm=n_perm, seed=seed + j)
-            layer = int(np.argmax(best.layer_scores[0]))
-            add(model, "layer", f"best ({layer} of {len(emb.vectors) - 1}; chosen on these data, null of the max)",
-                {"k": k, "n": n, "precision": best.score, "chance": metrics.chance_precision(n, k),
-                 "rnx": calibration.rnx(best.score, n, k), "null_q95": float(np.percentile(best.null, 95)),
-                 "calibrated": best.calibrated})
-    bar.close()
+    with tqdm(total=len(others) + len(all_layers), desc="sensitivity", unit="space", leave=False) as bar:
+        for i, (model, emb) in enumerate(others.items()):
+            check_same_sentences(reference, emb)
+            B = emb.vectors
+            s = seed + i
+            for kk in (kk for kk in ks if kk < n - 1):
+                add(model, "k", f"k={kk}", _score_row(ref, B, kk, n_perm, s))
+            for level in dict.fromkeys(sentence_levels):
+                keep = np.flatnonzero(levels == level)
+                kk = min(k, len(keep) // 3)
+                if kk >= 1 and len(keep) > kk + 2:
+                    add(model, "sentences", level.removeprefix("BabyAI-").removesuffix("-v0"),
+                        _score_row(ref[keep], B[keep], kk, n_perm, s))
+            add(model, "sentences", "all levels", _score_row(ref, B, k, n_perm, s))
+            for size in (m for m in subset_sizes if k + 2 < m < n):
+                add(model, "N", f"N={size} (mean of {draws} random subsets)", _subset_mean(ref, B, k, size, draws, s))
+            for h in HYGIENES:
+                add(model, "hygiene", h, _score_row(preprocess(ref, h), preprocess(B, h), k, n_perm, s))
+            bar.update(1)
+        for j, ((model, pooling), emb) in enumerate(all_layers.items()):
+            check_same_sentences(reference, emb)
+            add(model, "pooling", f"{pooling} (last layer)", _score_row(ref, emb.vectors[-1], k, n_perm, seed + j))
+            if pooling == get_spec(model).pooling:
+                add(model, "layer", "last", _score_row(ref, emb.vectors[-1], k, n_perm, seed + j))
+                best = calibration.calibrate_precision_layers(ref, list(emb.vectors), k, n_perm=n_perm, seed=seed + j)
+                layer = int(np.argmax(best.layer_scores[0]))
+                add(model, "layer", f"best ({layer} of {len(emb.vectors) - 1}; chosen on these data, null of the max)",
+                    {"k": k, "n": n, "precision": best.score, "chance": metrics.chance_precision(n, k),
+                     "rnx": calibration.rnx(best.score, n, k), "null_q95": float(np.percentile(best.null, 95)),
+                     "calibrated": best.calibrated})
+            bar.update(1)
     return pd.DataFrame(rows)
 
 

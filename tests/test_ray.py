@@ -59,20 +59,37 @@ def assert_same_checkpoint(a: Path, b: Path) -> None:
         {k: v for k, v in cb.items() if k not in ("state_dict", "metrics")}
 
 
-def _collect_once(data_dir: str) -> tuple[int, str]:
-    d = demos.collect_demos(LEVELS[:1], 4, seed=11, workers=1, data_dir=data_dir, progress=False)
-    return __import__("os").getpid(), d.meta["built_by"]
+def _collect_once(data_dir: str) -> tuple[int, str, bool]:
+    """In a task: wait until both tasks are here (a file barrier), then ask for the same missing
+    demonstrations; returns (pid, which process built them, whether this one waited for the lock)."""
+    import contextlib
+    import io
+    import os
+    import time
+
+    barrier = Path(data_dir) / "barrier"
+    barrier.mkdir(parents=True, exist_ok=True)
+    (barrier / str(os.getpid())).touch()
+    deadline = time.monotonic() + 60
+    while len(list(barrier.iterdir())) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    said = io.StringIO()
+    with contextlib.redirect_stdout(said):  # io.file_lock says so when it has to wait
+        d = demos.collect_demos(LEVELS[:1], 4, seed=11, workers=1, data_dir=data_dir, progress=False)
+    return os.getpid(), d.meta["built_by"], "waiting" in said.getvalue()
 
 
 @pytest.mark.slow
 def test_two_tasks_that_need_one_missing_stage_build_it_once(local_ray, tmp_path):
     task = ray.remote(_collect_once).options(num_cpus=1)
     results = ray.get([task.remote(str(tmp_path)), task.remote(str(tmp_path))])  # both at once, 2 CPUs
-    pids = {pid for pid, _ in results}
-    builders = {built_by for _, built_by in results}
-    assert len(pids) == 2  # two processes needed the stage
-    assert len(builders) == 1  # one built it; the other waited on the lock and reused it
-    assert int(builders.pop().rsplit(":", 1)[1]) in pids
+    pids = {pid for pid, _, _ in results}
+    builders = {built_by for _, built_by, _ in results}
+    assert len(pids) == 2  # two processes needed the stage at the same moment
+    assert len(builders) == 1  # one built it ...
+    builder = int(builders.pop().rsplit(":", 1)[1])
+    assert builder in pids
+    assert [waited for pid, _, waited in results if pid != builder] == [True]  # ... the other waited, then reused it
     assert len([p for p in (tmp_path / "demos").iterdir() if not p.name.startswith(".")]) == 1  # and its lock
 
 
@@ -87,7 +104,7 @@ def test_a_failing_point_names_value_notebook_and_cell_and_the_others_are_kept(l
     assert "planted failure for seed 1" in message and "seed=0:" not in message
     tasks = pd.read_csv(tmp_path / "sweep" / "sweep_tasks.csv")
     assert list(tasks["seed"]) == [0, 1] and list(tasks["status"]) == ["ok", "failed"]
-    assert (tasks["cpus"] == 1).all()
+    assert {"cpus", "threads", "host", "seconds", "error"} <= set(tasks.columns)
     kept = next(p for p in (tmp_path / "sweep").iterdir() if p.name.startswith("seed=0"))
     assert (kept / "01_tiny.ipynb").exists()
 
@@ -111,7 +128,7 @@ def test_a_quick_sweep_on_ray_equals_the_local_engine(local_ray, data_root, tmp_
     for run in built:
         assert_same_checkpoint(run / "agent.pt", Path(data_root) / "agents" / run.name / "agent.pt")
     tasks = pd.read_csv(ray_base / "sweep_tasks.csv")
-    assert list(tasks["status"]) == ["ok", "ok"] and (tasks["cpus"] == 1).all()
+    assert list(tasks["status"]) == ["ok", "ok"] and (tasks["cpus"] == 1).all() and (tasks["threads"] == 1).all()
 
 
 def test_without_ray_the_ray_engine_says_how_to_install_it_and_local_never_imports_it(tmp_path):
@@ -144,6 +161,7 @@ def test_a_large_model_asks_for_a_gpu_only_when_there_is_one():
     assert not ray_engine.wants_gpu(small, cluster_gpus=4)
 
 
+@pytest.mark.slow
 def test_agents_as_ray_tasks_equal_the_local_engine_bit_for_bit(local_ray, small_demos, tmp_path, monkeypatch):
     """In the kernels of `alignnb run --engine ray`, each missing agent is a Ray task with
     num_cpus = its recipe's thread count; the checkpoints are the local engine's."""
@@ -163,6 +181,7 @@ def test_agents_as_ray_tasks_equal_the_local_engine_bit_for_bit(local_ray, small
         assert_same_checkpoint(a.path / "agent.pt", b.path / "agent.pt")
 
 
+@pytest.mark.slow
 def test_language_model_embeddings_as_ray_tasks_fill_the_local_engines_cache(local_ray, tmp_path):
     """Each language model is one task (on CPU here: no GPU, and a tiny model); it writes every
     set that stage 4 needs under the local engine's keys, so the local pass only reads them."""
@@ -178,9 +197,9 @@ def test_language_model_embeddings_as_ray_tasks_fill_the_local_engines_cache(loc
     model.save_pretrained(folder)
     word_tokenizer(tok_kind).save_pretrained(folder)
     ref = f"encoder:{folder}"
-    asked = ray_engine.embed_language_models([ref], SENTENCES, None, None, ("mean", "last"), str(tmp_path / "ray"),
+    devices = ray_engine.embed_language_models([ref], SENTENCES, None, None, ("mean", "last"), str(tmp_path / "ray"),
                                              progress=False)
-    assert asked == {ref: False}  # a tiny model on a cluster without GPUs: CPU
+    assert devices == {ref: None}  # a tiny model on a cluster without GPUs: the caller's device (CPU)
     on_ray, layers, skipped = encoders.study_embeddings([ref], SENTENCES, data_dir=tmp_path / "ray", progress=False,
                                                         must_exist=True)  # only reads: the task made them all
     local, _, _ = encoders.study_embeddings([ref], SENTENCES, data_dir=tmp_path / "local", progress=False)
