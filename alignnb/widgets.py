@@ -157,7 +157,9 @@ class Explorer:
 
         A selection that cannot be computed (see :meth:`problem`), or one whose computation
         raises, shows a message in place of the score and empties the neighbour table; the
-        heatmap keeps the last valid selection. No traceback reaches the page.
+        heatmap keeps the last valid selection. No traceback reaches the page. Everything is
+        computed first and the score line is written last, so a page whose score line has
+        changed shows the rest of the new selection too.
         """
         why = self.problem()
         if why is None:
@@ -166,17 +168,18 @@ class Explorer:
                 return
             except (ValueError, np.linalg.LinAlgError) as exc:
                 why = f"cannot compute this selection: {exc}"
-        self.score_html.value = f'<p class="alignnb-message" style="color:#B00020"><b>{html.escape(why)}</b></p>'
         self.neighbours_html.value = ""
+        self.score_html.value = f'<p class="alignnb-message" style="color:#B00020"><b>{html.escape(why)}</b></p>'
 
     def _draw(self) -> None:
-        self.score_html.value = self.score_text()
-        self.neighbours_html.value = self.neighbours_html_table()
+        score, table = self.score_text(), self.neighbours_html_table()
         fig = self.heatmap()
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=90)
         plt.close(fig)
+        self.neighbours_html.value = table
         self.heatmap_png.value = buf.getvalue()
+        self.score_html.value = score
 
     def _on_change(self, change: dict) -> None:
         self.refresh()
