@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import os
 import sys
 import time
@@ -268,7 +269,7 @@ def run_sweep(name: str, values: Sequence[Any], parameters: Mapping[str, Any] | 
 
     for value in values:  # every point's parameters are checked before any task starts
         check_parameters({**(parameters or {}), name: value}, quick, kwargs.get("only"), kwargs.get("notebooks"))
-    records = ray_engine.run_sweep(name, values, dict(parameters or {}), quick, base, run_dirs, task_cpus=task_cpus,
+    records = ray_engine.run_sweep(name, values, dict(parameters or {}), quick, run_dirs, task_cpus=task_cpus,
                                    address=address, num_cpus=ray_cpus, progress=progress, **kwargs)
     base.mkdir(parents=True, exist_ok=True)
     pd.DataFrame([{name: r["value"], **{k: v for k, v in r.items() if k != "value"}} for r in records]).to_csv(
@@ -337,12 +338,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(table.round(4).to_string())
             print(f"[alignnb] sweep summary: {base / 'sweep_summary.csv'}")
             return 0
-        if args.engine == "ray":
-            with ray_engine.kernels_on_ray(args.address):
-                run_dir = run_notebooks(params, quick=args.quick, output=args.output, only=args.only,
-                                        timeout=args.timeout)
-        else:
+        if args.engine == "local":
             os.environ.pop(config.ENGINE_ENV, None)  # an inherited ALIGNNB_ENGINE=ray does not apply
+        engine = ray_engine.kernels_on_ray(args.address) if args.engine == "ray" else contextlib.nullcontext()
+        with engine:
             run_dir = run_notebooks(params, quick=args.quick, output=args.output, only=args.only,
                                     timeout=args.timeout)
     except errors as exc:

@@ -57,11 +57,6 @@ def require_ray() -> Any:
     return ray
 
 
-def active() -> bool:
-    """Whether this process (a notebook's kernel) runs inside an ``--engine ray`` run."""
-    return os.environ.get(ENGINE_ENV) == "ray"
-
-
 def connect(address: str | None = None, num_cpus: int | None = None) -> str:
     """Join the Ray cluster at ``address`` (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``),
     or start a local instance with ``num_cpus`` CPUs when ``address`` is None; returns the
@@ -101,6 +96,19 @@ def shutdown() -> None:
         ray.shutdown()
 
 
+def _as_completed(refs: Mapping[Any, Any], desc: str, unit: str, progress: bool) -> Iterator[tuple[Any, Any]]:
+    """(ref, its label) of each task of ``refs`` {ref: label} as it finishes, with one progress bar."""
+    ray = require_ray()
+    from .progress import tqdm
+
+    with tqdm(total=len(refs), desc=desc, unit=unit, disable=not progress) as bar:
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            yield done[0], refs[done[0]]
+            bar.update(1)
+
+
 # -- sweep points -------------------------------------------------------------------------
 def _sweep_point(name: str, value: Any, parameters: Mapping[str, Any], quick: bool, output: str,
                  cpus: int, kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -123,14 +131,12 @@ def _sweep_point(name: str, value: Any, parameters: Mapping[str, Any], quick: bo
     return {**record, "tables": tables}
 
 
-def run_sweep(name: str, values: Sequence[Any], parameters: Mapping[str, Any], quick: bool, base: Path,
+def run_sweep(name: str, values: Sequence[Any], parameters: Mapping[str, Any], quick: bool,
               run_dirs: Mapping[Any, Path], task_cpus: int = 1, address: str | None = None,
               num_cpus: int | None = None, progress: bool = True, **kwargs: Any) -> list[dict[str, Any]]:
     """Run each sweep point as a Ray task with ``task_cpus`` CPUs; return one record per value
     (status, error, cpus, host, seconds), in the order of ``values``."""
     ray = require_ray()
-    from .progress import tqdm
-
     if task_cpus < 1:
         raise ValueError(f"--task-cpus must be at least 1, got {task_cpus}")
     connect(address, num_cpus)
@@ -143,24 +149,19 @@ def run_sweep(name: str, values: Sequence[Any], parameters: Mapping[str, Any], q
     refs = {task.remote(name, value, dict(parameters), quick, str(run_dirs[label]), task_cpus, dict(kwargs)): label
             for label, value in zip(run_dirs, values)}
     records: dict[Any, dict[str, Any]] = {}
-    with tqdm(total=len(refs), desc=f"sweep {name} on Ray", unit="point", disable=not progress) as bar:
-        pending = list(refs)
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            label = refs[done[0]]
-            try:
-                records[label] = ray.get(done[0])
-            except ray.exceptions.RayError as exc:  # the worker died (memory, a lost node): this point failed
-                records[label] = {"value": label, "cpus": task_cpus, "threads": task_cpus, "host": "", "pid": 0,
-                                  "output": str(run_dirs[label]), "status": "failed",
-                                  "error": f"{type(exc).__name__}: {str(exc).splitlines()[0]}", "seconds": float("nan"),
-                                  "tables": {}}
-            for table, text in records[label].pop("tables").items():  # written here if the task ran elsewhere
-                target = Path(run_dirs[label]) / "figures" / table
-                if not target.exists():
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    target.write_text(text)
-            bar.update(1)
+    for ref, label in _as_completed(refs, f"sweep {name} on Ray", "point", progress):
+        try:
+            records[label] = ray.get(ref)
+        except ray.exceptions.RayError as exc:  # the worker died (memory, a lost node): this point failed
+            records[label] = {"value": label, "cpus": task_cpus, "threads": task_cpus, "host": "", "pid": 0,
+                              "output": str(run_dirs[label]), "status": "failed",
+                              "error": f"{type(exc).__name__}: {str(exc).splitlines()[0]}", "seconds": float("nan"),
+                              "tables": {}}
+        for table, text in records[label].pop("tables").items():  # written here if the task ran elsewhere
+            target = Path(run_dirs[label]) / "figures" / table
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(text)
     return [records[label] for label in run_dirs]
 
 
@@ -180,19 +181,14 @@ def train_jobs(jobs: Sequence[Any], todo: Sequence[int], data_dir: str | None, p
     (so the checkpoint is the local engine's, bit for bit); their runs land in the cache."""
     ray = require_ray()
     from .agent import learner_of
-    from .progress import tqdm
 
     connect(os.environ.get(ADDRESS_ENV) or None)
     refs = {ray.remote(_train_task).options(num_cpus=jobs[i].train_config.threads, max_retries=0,
                                             name=f"alignnb train {learner_of(jobs[i].agent_config)} "
                                                  f"seed {jobs[i].seed}").remote(jobs[i], data_dir): i
             for i in todo}
-    with tqdm(total=len(refs), desc="agents on Ray", unit="agent", disable=not progress) as bar:
-        pending = list(refs)
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            ray.get(done[0])  # a task's error is raised here, with the job's name
-            bar.update(1)
+    for ref, _ in _as_completed(refs, "agents on Ray", "agent", progress):
+        ray.get(ref)  # a task's error is raised here, with the job's name
 
 
 # -- language-model embeddings ------------------------------------------------------------
@@ -220,7 +216,6 @@ def embed_language_models(keys: Sequence[str], sentences: Any, pooling: str | No
     the cache key, so the caller's own pass must ask for the same one: it then finds every
     set in the shared cache. A model whose weights cannot be had is reported by that pass."""
     ray = require_ray()
-    from .progress import tqdm
     from .registry import get_spec
 
     connect(os.environ.get(ADDRESS_ENV) or None)
@@ -232,12 +227,8 @@ def embed_language_models(keys: Sequence[str], sentences: Any, pooling: str | No
             .remote(key, sentences, pooling, layer, list(sweep_poolings), data_dir,
                     {**kwargs, "device": devices[key]}): key
             for key in keys}
-    with tqdm(total=len(refs), desc="embeddings on Ray", unit="model", disable=not progress) as bar:
-        pending = list(refs)
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            ray.get(done[0])  # an error other than a missing model is raised here, with the model's name
-            bar.update(1)
+    for ref, _ in _as_completed(refs, "embeddings on Ray", "model", progress):
+        ray.get(ref)  # an error other than a missing model is raised here, with the model's name
     return devices
 
 
