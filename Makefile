@@ -21,7 +21,7 @@ export TRANSFORMERS_OFFLINE := 1
 .PHONY: study test install models lab explore book bench clean distclean
 
 study: $(STAMP) $(MODELS)
-	$(PY) -m alignnb.cli run
+	$(PY) -m alignnb.run.cli run
 
 test: $(STAMP) $(MODELS) $(RAY)
 	MPLBACKEND=Agg $(PY) -m pytest
@@ -55,16 +55,16 @@ lab: $(STAMP) $(MODELS)
 	$(VENV)/bin/jupyter lab notebooks/
 
 explore: $(STAMP)
-	$(PY) -m alignnb.cli explore
+	$(PY) -m alignnb.run.cli explore
 
 book: $(STAMP)
-	$(PY) -m alignnb.cli book
+	$(PY) -m alignnb.run.cli book
 
 bench: $(STAMP) $(MODELS) $(RAY)
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf runs .pytest_cache alignnb/__pycache__ tests/__pycache__
+	rm -rf runs .pytest_cache alignnb/*/__pycache__ alignnb/__pycache__ tests/__pycache__
 
 distclean: clean
 	rm -rf data $(VENV)

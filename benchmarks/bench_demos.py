@@ -15,7 +15,8 @@ import sys
 import tempfile
 import time
 
-from alignnb import config, demos
+from alignnb.core import config
+from alignnb.collect import demos
 
 
 def bare_loop(levels, episodes, seed):

@@ -14,7 +14,10 @@ from __future__ import annotations
 import tempfile
 import time
 
-from alignnb import config, encoders, instructions, registry
+from alignnb.core import config
+from alignnb.extract import encoders
+from alignnb.collect import instructions
+from alignnb.extract import models
 
 
 def main() -> None:
@@ -24,12 +27,12 @@ def main() -> None:
         print(f"{'model':14s}{'first load s':>13s}{'cached load s':>14s}{'ratio':>7s} | {'pooling':>8s}{'sent/s':>8s}"
               f"{'cache hit s':>12s}")
         for key in ("minilm-l6", "smollm2-135m", "gemma3-270m"):
-            spec = registry.get_spec(key)
+            spec = models.get_spec(key)
             try:
                 t0 = time.perf_counter()
                 encoders.load_hf(spec, "cpu", tmp)
                 first = time.perf_counter() - t0
-            except registry.ModelUnavailable as exc:
+            except models.ModelUnavailable as exc:
                 print(f"{key:14s} unavailable: {exc}")
                 continue
             t0 = time.perf_counter()

@@ -34,7 +34,7 @@ def _rss() -> int:
 def _run(method: str, A, B, k: int) -> float:
     import torch
 
-    from alignnb import metrics
+    from alignnb.measure import metrics
 
     n = len(A)
     if method == "alignnb":

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from alignnb import cli, ray_engine
+from alignnb.run import cli
+from alignnb.run import ray_engine
 
 
 def _nothing() -> int:

@@ -35,8 +35,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from alignnb import study, train
-from alignnb.agent import Agent, Vocabulary, count_parameters
+from alignnb.run import study
+from alignnb.agents import train
+from alignnb.agents.transformer import Agent, Vocabulary, count_parameters
 
 
 class NaivePerFrameTransformer(nn.Module):

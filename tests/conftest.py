@@ -25,7 +25,7 @@ def data_root(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def small_demos(data_root):
     """30 bot episodes per default level, collected with 2 workers."""
-    from alignnb import demos
+    from alignnb.collect import demos
 
     return demos.collect_demos(LEVELS, 30, seed=7, workers=2, data_dir=data_root, progress=False)
 
@@ -34,6 +34,6 @@ def small_demos(data_root):
 def quick_run(data_root, tmp_path_factory):
     """One whole quick study (`alignnb run --quick`) for the session: its run folder, with the
     executed notebooks and ``figures/``. The whole-study test, the book and the browser tests share it."""
-    from alignnb import cli
+    from alignnb.run import cli
 
     return cli.run_notebooks(quick=True, output=tmp_path_factory.mktemp("quick-run") / "run", progress=False)

@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from alignnb import config, encoders, runs, train
-from alignnb.agent import Agent, AgentConfig, Vocabulary, build_agent, count_parameters
+from alignnb.core import config
+from alignnb.extract import encoders
+from alignnb.agents import checkpoints
+from alignnb.agents import train
+from alignnb.agents.transformer import Agent, AgentConfig, Vocabulary, build_agent, count_parameters
 from conftest import LEVELS
 
 SMALL = AgentConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64, cell_dim=8, channels=16, d_hidden=32, memory_layers=1)
@@ -112,24 +115,24 @@ def test_same_seed_same_weights():
 def test_save_load_round_trip_and_mismatches(tmp_path):
     agent = make_agent()
     path = tmp_path / "a.pt"
-    runs.save_agent(agent, path, {"note": 1})
-    again = runs.load_agent(path, vocab=agent.vocab, agent_config=SMALL)
+    checkpoints.save_agent(agent, path, {"note": 1})
+    again = checkpoints.load_agent(path, vocab=agent.vocab, agent_config=SMALL)
     np.testing.assert_array_equal(again.embed_instructions(SENTENCES), agent.embed_instructions(SENTENCES))
     with pytest.raises(ValueError, match="another vocabulary"):
-        runs.load_agent(path, vocab=Vocabulary.from_sentences(["go to the green box"]))
+        checkpoints.load_agent(path, vocab=Vocabulary.from_sentences(["go to the green box"]))
     with pytest.raises(ValueError, match="another agent configuration.*d_model"):
-        runs.load_agent(path, agent_config=replace(SMALL, d_model=64))
+        checkpoints.load_agent(path, agent_config=replace(SMALL, d_model=64))
     with pytest.raises(FileNotFoundError, match="02_train_agent"):
-        runs.load_agent(tmp_path / "missing.pt")
+        checkpoints.load_agent(tmp_path / "missing.pt")
 
 
 def test_missing_demonstrations_and_runs_say_how_to_make_them(tmp_path):
-    from alignnb import study
+    from alignnb.run import study
 
     with pytest.raises(FileNotFoundError, match="01_collect_demos"):
         study.load_demos(study.StudyConfig(episodes_per_level=123), tmp_path)
     with pytest.raises(FileNotFoundError, match="02_train_agent"):
-        runs.load_run(tmp_path / "agents" / "nothing")
+        checkpoints.load_run(tmp_path / "agents" / "nothing")
 
 
 def test_lr_schedule():
@@ -150,7 +153,7 @@ def test_train_resume_and_evaluate(small_demos, data_root, monkeypatch):
     args = dict(data=small_demos, agent_config=SMALL, train_config=tc, seed=0, data_dir=data_root,
                 final_eval_episodes=6, progress=False)
     run = train.train_agent(**args)
-    assert run.path.name == runs.run_key(small_demos.key, SMALL, tc, 0)
+    assert run.path.name == checkpoints.run_key(small_demos.key, SMALL, tc, 0)
     assert (run.path / "agent.pt").exists() and (run.path / "untrained.pt").exists()
     assert not (run.path / "state.pt").exists()
     assert run.meta["metrics"]["steps"] == 40
@@ -178,7 +181,7 @@ def test_train_resume_and_evaluate(small_demos, data_root, monkeypatch):
 
 
 def test_replicate_is_the_same_recipe_from_the_next_seed(small_demos, data_root, tmp_path):
-    from alignnb import study
+    from alignnb.run import study
 
     cfg = study.StudyConfig(seed=7, episodes_per_level=30, quick=True, d_model=32, n_layers=1, memory_layers=1,
                             steps=20, eval_episodes=2, agent_seeds=1, recurrent_seeds=0)

@@ -6,9 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from alignnb import analysis, metrics, sensitivity
-from alignnb.embeddings import Embeddings
-from alignnb.instructions import SentenceSet
+from alignnb.measure import analysis
+from alignnb.measure import metrics
+from alignnb.measure import sensitivity
+from alignnb.extract.embeddings import Embeddings
+from alignnb.collect.instructions import SentenceSet
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +134,7 @@ def test_size_dependence(planted):
 
 
 def test_attribute_order_example():
-    from alignnb.instructions import SentenceSet
+    from alignnb.collect.instructions import SentenceSet
 
     sentences = [f"go to {d} {c}{o}" for d in ("the", "a") for c in ("red ", "green ", "blue ", "grey ", "")
                  for o in ("ball", "box", "key")]
@@ -155,7 +157,7 @@ def test_neighbour_attribute_share(planted):
 
 def test_explorer_callbacks_update_outputs(planted):
     pytest.importorskip("ipywidgets")
-    from alignnb.widgets import Explorer
+    from alignnb.show.explorer import Explorer
 
     _, spaces, _ = planted
     ex = Explorer(spaces, "agent", "smollm2-135m", k=5, n_perm=20)
@@ -181,7 +183,7 @@ def test_explorer_callbacks_update_outputs(planted):
 
 def test_explorer_says_why_an_impossible_k_cannot_be_shown(planted):
     pytest.importorskip("ipywidgets")
-    from alignnb.widgets import Explorer
+    from alignnb.show.explorer import Explorer
 
     _, spaces, _ = planted
     ex = Explorer(spaces, "agent", "smollm2-135m", k=5, n_perm=20)
@@ -199,7 +201,7 @@ def test_explorer_says_why_an_impossible_k_cannot_be_shown(planted):
 
 def test_tie_table_and_order_free_attribute_shares(planted):
     sset, spaces, _ = planted
-    from alignnb.instructions import attribute_onehot
+    from alignnb.collect.instructions import attribute_onehot
 
     bag, _ = attribute_onehot(sset)  # one-hot attributes: every sentence's 5th place is tied
     with_bag = dict(spaces, **{"bag-of-attributes": Embeddings("bag-of-attributes", sset.sentences, bag)})

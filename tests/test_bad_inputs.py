@@ -17,9 +17,18 @@ import numpy as np
 import pytest
 import torch
 
-from alignnb import analysis, cli, demos, encoders, io, metrics, nulls, registry, runs, train
-from alignnb.embeddings import Embeddings
-from alignnb.registry import ModelSpec, ModelUnavailable
+from alignnb.measure import analysis
+from alignnb.run import cli
+from alignnb.collect import demos
+from alignnb.extract import encoders
+from alignnb.core import cache
+from alignnb.measure import metrics
+from alignnb.measure import nulls
+from alignnb.extract import models
+from alignnb.agents import checkpoints
+from alignnb.agents import train
+from alignnb.extract.embeddings import Embeddings
+from alignnb.extract.models import ModelSpec, ModelUnavailable
 from conftest import LEVELS
 from test_agent import SMALL
 
@@ -131,7 +140,7 @@ def test_a_float_seed_never_shares_an_integer_seeds_cache_entry():
     with pytest.raises(ValueError, match="integer"):
         demos.demos_key(LEVELS, 10, 1.5)
     with pytest.raises(ValueError, match="integer"):
-        runs.run_key("abc", SMALL, RECIPE, 1.5)
+        checkpoints.run_key("abc", SMALL, RECIPE, 1.5)
     assert demos.demos_key(LEVELS, 10, np.int64(1)) == demos.demos_key(LEVELS, 10, 1)
 
 
@@ -148,7 +157,7 @@ def test_model_reference_errors(tmp_path):
     with pytest.raises(ValueError, match="agent_checkpoints"):
         encoders.embed("agent", SENTENCES, data_dir=tmp_path, progress=False)
     with pytest.raises(TypeError, match="string key"):
-        registry.get_spec(3)
+        models.get_spec(3)
 
 
 def test_a_local_folder_is_identified_by_content_tokenizer_included(tmp_path):
@@ -168,11 +177,11 @@ def test_a_local_folder_is_identified_by_content_tokenizer_included(tmp_path):
 
 
 def test_embedding_cache_keys_hold_device_dtype_and_versions():
-    numerics = encoders._numerics(registry.get_spec("minilm-l6"), "cpu")
+    numerics = encoders._numerics(models.get_spec("minilm-l6"), "cpu")
     assert numerics["device"] == "cpu" and numerics["dtype"] == "float32"
     assert {"torch", "transformers"} <= set(numerics)
-    assert encoders._numerics(registry.get_spec("minilm-l6"), "cuda:1")["dtype"] == "float16"
-    assert encoders._numerics(registry.get_spec("bag-of-words"), None) == {}
+    assert encoders._numerics(models.get_spec("minilm-l6"), "cuda:1")["dtype"] == "float16"
+    assert encoders._numerics(models.get_spec("bag-of-words"), None) == {}
 
 
 # --------------------------------------------------------------------------------------
@@ -198,7 +207,7 @@ def test_damaged_demonstrations_are_reported_and_rebuilt(damage, tmp_path):
     del data
     how, name = damage.split()
     (_truncate if how == "truncate" else _garble)(path / name)
-    with pytest.raises(io.CorruptCache) as info:
+    with pytest.raises(cache.CorruptCache) as info:
         demos.load_demos(path)
     assert str(path) in str(info.value) and "rm -r" in str(info.value)
     with pytest.warns(RuntimeWarning, match="collecting them again"):
@@ -216,7 +225,7 @@ def test_every_layer_sets_load_and_mismatched_shapes_do_not(tmp_path):
         arrays = dict(z)
     arrays["sentences"] = np.array(SENTENCES)
     np.savez(tmp_path / "bad.npz", **arrays)
-    with pytest.raises(io.CorruptCache, match="for 4 sentences"):
+    with pytest.raises(cache.CorruptCache, match="for 4 sentences"):
         Embeddings.load(tmp_path / "bad.npz")
 
 
@@ -224,9 +233,9 @@ def test_damaged_embeddings_are_recomputed(tmp_path):
     first = encoders.embed("bag-of-words", SENTENCES, data_dir=tmp_path, progress=False)
     path = next((tmp_path / "embeddings").glob("*.npz"))
     _truncate(path)
-    with pytest.raises(io.CorruptCache, match="rm "):
+    with pytest.raises(cache.CorruptCache, match="rm "):
         Embeddings.load(path)
-    with pytest.raises(io.CorruptCache):
+    with pytest.raises(cache.CorruptCache):
         encoders.embed("bag-of-words", SENTENCES, data_dir=tmp_path, progress=False, must_exist=True)
     with pytest.warns(RuntimeWarning, match="computing them again"):
         again = encoders.embed("bag-of-words", SENTENCES, data_dir=tmp_path, progress=False)
@@ -247,8 +256,8 @@ def _train(small_demos, root, **kw):
 def test_a_damaged_finished_run_is_reported_and_trained_again(name, damage, small_demos, tmp_path):
     run = _train(small_demos, tmp_path)
     damage(run.path / name)
-    with pytest.raises(io.CorruptCache) as info:
-        runs.load_run(run.path)
+    with pytest.raises(cache.CorruptCache) as info:
+        checkpoints.load_run(run.path)
     assert str(run.path) in str(info.value) and "rm -r" in str(info.value)
     with pytest.warns(RuntimeWarning, match="training it again"):
         again = _train(small_demos, tmp_path)
@@ -279,13 +288,13 @@ def test_a_damaged_training_state_restarts_the_run(small_demos, tmp_path, monkey
 def test_an_unfinished_run_folder_is_never_embedded(small_demos, tmp_path):
     run = _train(small_demos, tmp_path)
     (run.path / "meta.json").unlink()  # as if the writer died before its last file
-    assert not runs.is_finished(run.path)
-    checkpoints = {"trained": run.path / "agent.pt", "untrained": run.path / "untrained.pt",
-                   "replicate": run.path / "agent.pt"}
+    assert not checkpoints.is_finished(run.path)
+    files = {"trained": run.path / "agent.pt", "untrained": run.path / "untrained.pt",
+             "replicate": run.path / "agent.pt"}
     with pytest.raises(FileNotFoundError, match="not finished"):
-        encoders.embed("agent", SENTENCES[:3], agent_checkpoints=checkpoints, data_dir=tmp_path, progress=False)
+        encoders.embed("agent", SENTENCES[:3], agent_checkpoints=files, data_dir=tmp_path, progress=False)
     with pytest.raises(ModelUnavailable, match="not finished"):
-        encoders.embed("agent-replicate", SENTENCES[:3], agent_checkpoints=checkpoints, data_dir=tmp_path,
+        encoders.embed("agent-replicate", SENTENCES[:3], agent_checkpoints=files, data_dir=tmp_path,
                        progress=False)
 
 
@@ -294,22 +303,22 @@ def test_a_run_cut_short_stays_unfinished_and_resumes(small_demos, tmp_path):
     with pytest.raises(train.TrainingCutShort, match="resumes"):
         train.train_agent(small_demos, SMALL, limited, seed=5, data_dir=tmp_path, final_eval_episodes=1,
                           progress=False)
-    folder = runs.run_dir(runs.run_key(small_demos.key, SMALL, limited, 5), tmp_path)
-    assert (folder / "state.pt").exists() and not runs.is_finished(folder)
+    folder = checkpoints.run_dir(checkpoints.run_key(small_demos.key, SMALL, limited, 5), tmp_path)
+    assert (folder / "state.pt").exists() and not checkpoints.is_finished(folder)
     # the same key without the limit (the limit is not part of the recipe): it resumes and finishes
     unlimited = replace(limited, steps=40, max_minutes=0)
-    assert runs.run_key(small_demos.key, SMALL, replace(limited, max_minutes=0), 5) == folder.name
+    assert checkpoints.run_key(small_demos.key, SMALL, replace(limited, max_minutes=0), 5) == folder.name
     state = torch.load(folder / "state.pt", weights_only=True)
     assert 0 < state["step"] < 4000
     # a second session goes on from there (each session gets max_minutes of its own)
     short = replace(RECIPE, steps=40, max_minutes=1e-4)
     with pytest.raises(train.TrainingCutShort):
         train.train_agent(small_demos, SMALL, short, seed=6, data_dir=tmp_path, final_eval_episodes=1, progress=False)
-    first = torch.load(runs.run_dir(runs.run_key(small_demos.key, SMALL, short, 6), tmp_path) / "state.pt",
+    first = torch.load(checkpoints.run_dir(checkpoints.run_key(small_demos.key, SMALL, short, 6), tmp_path) / "state.pt",
                        weights_only=True)["step"]
     done = train.train_agent(small_demos, SMALL, unlimited, seed=6, data_dir=tmp_path, final_eval_episodes=1,
                              progress=False)
-    assert 0 < first < 40 and done.meta["metrics"]["steps"] == 40 and done.path.name == runs.run_key(
+    assert 0 < first < 40 and done.meta["metrics"]["steps"] == 40 and done.path.name == checkpoints.run_key(
         small_demos.key, SMALL, short, 6)
 
 
@@ -334,14 +343,14 @@ def test_two_identical_collections_at_once_share_one_result(tmp_path):
 def test_cache_files_are_readable_by_others_and_stray_temporaries_are_removed(tmp_path):
     old = os.umask(0o022)
     try:
-        io.write_json(tmp_path / "a.json", {"x": 1})
-        with io.atomic_dir(tmp_path / "folder") as tmp:
+        cache.write_json(tmp_path / "a.json", {"x": 1})
+        with cache.atomic_dir(tmp_path / "folder") as tmp:
             (tmp / "f").write_text("x")
     finally:
         os.umask(old)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o755
-    host = io._host()
+    host = cache._host()
     dead = tmp_path / f".b.json.{host}-999999999.abc.tmp"  # no process has that pid
     dead.write_text("left by a killed run")
     dead_dir = tmp_path / f".c.{host}-999999999.xyz.tmp"
@@ -350,29 +359,29 @@ def test_cache_files_are_readable_by_others_and_stray_temporaries_are_removed(tm
     alive.write_text("in progress")
     elsewhere = tmp_path / ".e.json.otherhost-999999999.abc.tmp"  # another machine's: not ours to judge
     elsewhere.write_text("in progress elsewhere")
-    io.write_json(tmp_path / "b.json", {"x": 2})
+    cache.write_json(tmp_path / "b.json", {"x": 2})
     assert not dead.exists() and not dead_dir.exists() and alive.exists() and elsewhere.exists()
 
 
 def test_a_damaged_run_crosses_a_process_boundary_whole():
     import pickle
 
-    exc = io.CorruptCache("/x/agent.pt", "truncated", "rm -r /x")
+    exc = cache.CorruptCache("/x/agent.pt", "truncated", "rm -r /x")
     back = pickle.loads(pickle.dumps(exc))
-    assert isinstance(back, io.CorruptCache) and str(back) == str(exc) and back.fix == "rm -r /x"
+    assert isinstance(back, cache.CorruptCache) and str(back) == str(exc) and back.fix == "rm -r /x"
 
 
 def test_atomic_writes_reach_the_disk_before_the_rename(tmp_path, monkeypatch):
     synced = []
     real = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd)))
-    io.write_json(tmp_path / "a.json", {"x": 1})
+    cache.write_json(tmp_path / "a.json", {"x": 1})
     assert synced  # the file (and its folder, where the file system allows)
 
 
 def test_a_result_made_meanwhile_by_another_process_is_kept(tmp_path):
     final = tmp_path / "result"
-    with io.atomic_dir(final, exist_ok=True) as tmp:
+    with cache.atomic_dir(final, exist_ok=True) as tmp:
         (tmp / "mine").write_text("mine")
         final.mkdir()  # another process finished first
         (final / "theirs").write_text("theirs")
@@ -380,5 +389,5 @@ def test_a_result_made_meanwhile_by_another_process_is_kept(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with pytest.raises(FileExistsError):
-            with io.atomic_dir(final) as tmp:
+            with cache.atomic_dir(final) as tmp:
                 pass

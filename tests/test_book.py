@@ -1,4 +1,4 @@
-"""The rendered book (alignnb.book): built from a tiny fake run in seconds, and from a quick study run."""
+"""The rendered book (alignnb.run.book): built from a tiny fake run in seconds, and from a quick study run."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import nbformat
 import pytest
 
-from alignnb.book import build_book, check_book, widget_text
+from alignnb.run.book import build_book, check_book, widget_text
 
 README = """# fakestudy: a tiny study
 

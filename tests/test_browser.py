@@ -11,8 +11,9 @@ import time
 
 import pytest
 
-from alignnb import dashboard, metrics
-from alignnb.study import load_study
+from alignnb.run import dashboard
+from alignnb.measure import metrics
+from alignnb.run.study import load_study
 
 pytestmark = pytest.mark.slow
 

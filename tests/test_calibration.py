@@ -1,4 +1,4 @@
-"""alignnb.calibration: chance correction, restricted nulls, calibration, hygiene, deconfounding, crossed CIs.
+"""alignnb.measure.calibration: chance correction, restricted nulls, calibration, hygiene, deconfounding, crossed CIs.
 
 Small, seeded simulations (n <= 200 sentences, few permutations): the whole file runs in seconds.
 """
@@ -10,9 +10,10 @@ import math
 import numpy as np
 import pytest
 
-from alignnb import calibration as cal
-from alignnb import hygiene, nulls
-from alignnb import metrics
+from alignnb.measure import calibration as cal
+from alignnb.measure import preprocessing
+from alignnb.measure import nulls
+from alignnb.measure import metrics
 
 # --------------------------------------------------------------------------------------
 # R_NX
@@ -200,15 +201,15 @@ def test_preprocess_invariances():
     rng = np.random.default_rng(8)
     X = rng.normal(loc=3.0, scale=[1.0, 5.0, 0.1, 2.0], size=(50, 4))
     X[:, 2] = 7.0  # a constant dimension
-    assert hygiene.preprocess(X, "raw") is X
-    np.testing.assert_allclose(hygiene.preprocess(X, "centred").mean(0), 0, atol=1e-12)
-    Z = hygiene.preprocess(X, "zscore")
+    assert preprocessing.preprocess(X, "raw") is X
+    np.testing.assert_allclose(preprocessing.preprocess(X, "centred").mean(0), 0, atol=1e-12)
+    Z = preprocessing.preprocess(X, "zscore")
     np.testing.assert_allclose(np.delete(Z.std(0), 2), 1, atol=1e-12)
     np.testing.assert_array_equal(Z[:, 2], 0)
-    np.testing.assert_allclose(np.linalg.norm(hygiene.preprocess(X, "clip95"), axis=1), 1, atol=1e-12)
-    assert set(hygiene.HYGIENES) == {"raw", "centred", "zscore", "clip95"}
+    np.testing.assert_allclose(np.linalg.norm(preprocessing.preprocess(X, "clip95"), axis=1), 1, atol=1e-12)
+    assert set(preprocessing.HYGIENES) == {"raw", "centred", "zscore", "clip95"}
     with pytest.raises(ValueError, match="hygiene"):
-        hygiene.preprocess(X, "whiten")
+        preprocessing.preprocess(X, "whiten")
 
 
 def test_clip95_follows_the_platonic_rep_rule():
@@ -219,13 +220,13 @@ def test_clip95_follows_the_platonic_rep_rule():
     # measure_alignment.py's default (exact=False): mean over rows of each row's 0.95 quantile of |x|
     c = float(torch.quantile(torch.from_numpy(np.abs(X)), 0.95, dim=1).mean())
     expected = torch.nn.functional.normalize(torch.from_numpy(X).clamp(-c, c), p=2, dim=-1).numpy()
-    np.testing.assert_allclose(hygiene.preprocess(X, "clip95"), expected, atol=1e-12)
+    np.testing.assert_allclose(preprocessing.preprocess(X, "clip95"), expected, atol=1e-12)
     # exact=True: one sorted quantile of the whole tensor
     c_exact = np.sort(np.abs(X).ravel())[int(0.95 * X.size)]
     clipped = np.clip(X, -c_exact, c_exact)
-    np.testing.assert_allclose(hygiene.preprocess(X, "clip95", exact=True),
+    np.testing.assert_allclose(preprocessing.preprocess(X, "clip95", exact=True),
                                clipped / np.linalg.norm(clipped, axis=1, keepdims=True), atol=1e-12)
-    assert hygiene.preprocess(X, "clip95")[3, 7] < 0.5  # the outlier no longer dominates its row
+    assert preprocessing.preprocess(X, "clip95")[3, 7] < 0.5  # the outlier no longer dominates its row
 
 
 # --------------------------------------------------------------------------------------
@@ -239,25 +240,25 @@ def test_deconfounded_similarity_removes_what_only_the_confounder_explains():
     C = rng.normal(size=(n, d))
     A, B = C + 0.5 * rng.normal(size=(n, d)), C + 0.5 * rng.normal(size=(n, d))
     assert metrics.rsa(A, B) > 0.4 and metrics.cka(A, B) > 0.4  # they agree, through C
-    assert abs(hygiene.deconfounded_rsa(A, B, C)) < 0.1
-    assert abs(hygiene.deconfounded_cka(A, B, C)) < 0.1
+    assert abs(preprocessing.deconfounded_rsa(A, B, C)) < 0.1
+    assert abs(preprocessing.deconfounded_cka(A, B, C)) < 0.1
     # structure shared beyond C survives
     S = rng.normal(size=(n, d))
     A2 = np.hstack([C, S]) + 0.5 * rng.normal(size=(n, 2 * d))
     B2 = np.hstack([C, S]) + 0.5 * rng.normal(size=(n, 2 * d))
-    assert hygiene.deconfounded_rsa(A2, B2, C) > 0.3
-    assert hygiene.deconfounded_cka(A2, B2, C) > 0.3
+    assert preprocessing.deconfounded_rsa(A2, B2, C) > 0.3
+    assert preprocessing.deconfounded_cka(A2, B2, C) > 0.3
 
 
 def test_deconfounded_similarity_of_a_space_with_itself_is_one():
     rng = np.random.default_rng(10)
     B, C = rng.normal(size=(80, 6)), rng.normal(size=(80, 4))
     Q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
-    assert hygiene.deconfounded_rsa(B, B, C) == pytest.approx(1.0)
-    assert hygiene.deconfounded_cka(B, 2 * B @ Q, C) == pytest.approx(1.0)
-    assert hygiene.deconfounded_cka(B, B, C, psd=True) == pytest.approx(1.0)
+    assert preprocessing.deconfounded_rsa(B, B, C) == pytest.approx(1.0)
+    assert preprocessing.deconfounded_cka(B, 2 * B @ Q, C) == pytest.approx(1.0)
+    assert preprocessing.deconfounded_cka(B, B, C, psd=True) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="confounder C has"):
-        hygiene.deconfounded_rsa(B, B, C[:50])
+        preprocessing.deconfounded_rsa(B, B, C[:50])
 
 
 # --------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from alignnb import cli
+from alignnb.run import cli
 
 
 def write_notebook(path, cells):
@@ -119,7 +119,7 @@ def test_quick_sweeps_produce_a_summary(sweep, quick_run, data_root, tmp_path, c
 
 
 def test_explore_without_a_cached_study_says_what_to_run(tmp_path):
-    from alignnb import dashboard
+    from alignnb.run import dashboard
 
     with pytest.raises(dashboard.StudyNotCached, match=r"make study.*alignnb run --quick"):
         dashboard.cached_study(data_dir=tmp_path / "empty")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from alignnb import config, demos
+from alignnb.core import config
+from alignnb.collect import demos
 from conftest import LEVELS
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from alignnb import encoders, registry
-from alignnb.embeddings import Embeddings, check_same_sentences
-from alignnb.registry import ModelSpec, ModelUnavailable
+from alignnb.extract import encoders
+from alignnb.extract import models
+from alignnb.extract.embeddings import Embeddings, check_same_sentences
+from alignnb.extract.models import ModelSpec, ModelUnavailable
 
 SENTENCES = ["go to the red ball", "pick up a key", "put the blue box next to the grey key on your left",
              "open the door", "go to a ball"]
@@ -139,17 +140,17 @@ def test_cache_hits_and_misses(tiny_models, tmp_path, monkeypatch):
 
 
 def test_registry_and_unavailable_models(tmp_path):
-    assert set(registry.profile_models("offline")) <= set(registry.REGISTRY)
+    assert set(models.profile_models("offline")) <= set(models.REGISTRY)
     with pytest.raises(KeyError, match="smollm2-135m"):
-        registry.get_spec("smollm2-135")
+        models.get_spec("smollm2-135")
     with pytest.raises(ValueError, match="already registered"):
-        registry.register_model(registry.get_spec("agent"))
-    assert registry.family_of("minilm-l6") == "sentence encoder" and registry.family_of("not-a-model") == "other"
-    assert registry.language_models(["agent", "minilm-l6", "bag-of-attributes", "smollm2-135m"]) == [
+        models.register_model(models.get_spec("agent"))
+    assert models.family_of("minilm-l6") == "sentence encoder" and models.family_of("not-a-model") == "other"
+    assert models.language_models(["agent", "minilm-l6", "bag-of-attributes", "smollm2-135m"]) == [
         "minilm-l6", "smollm2-135m"]
     with pytest.raises(ValueError, match="family"):
         ModelSpec("x", "robot", "hf")
-    hub = registry.get_spec("bert-base")  # no network here: reported, not substituted
+    hub = models.get_spec("bert-base")  # no network here: reported, not substituted
     done, layers, skipped = encoders.study_embeddings(["bag-of-attributes", "bert-base"], SENTENCES,
                                                       data_dir=tmp_path, progress=False)
     assert list(done) == ["bag-of-attributes"] and "bert-base" in skipped and "hub" in skipped["bert-base"]
@@ -189,29 +190,29 @@ def test_real_offline_models(key, dim, data_root):
 def test_adhoc_model_reference_is_the_same_model(tiny_models, tmp_path):
     spec = tiny_models["bert"]
     ref = f"encoder:{spec.location}"
-    adhoc = registry.get_spec(ref)
+    adhoc = models.get_spec(ref)
     assert adhoc.family == "encoder LM" and adhoc.location == spec.location and adhoc.pooling == "mean"
     e = encoders.embed(ref, SENTENCES, data_dir=tmp_path, progress=False)
     assert e.model == ref
     np.testing.assert_allclose(e.vectors, encoders.embed_hf(spec, SENTENCES, "mean", "last", progress=False), atol=1e-6)
     (path,) = (tmp_path / "embeddings").glob("*.npz")
     assert "/" not in path.name.removesuffix(".npz") and ":" not in path.name
-    assert registry.get_spec(f"clip:{spec.location}").arch == "clip"
+    assert models.get_spec(f"clip:{spec.location}").arch == "clip"
     with pytest.raises(KeyError, match="kind one of"):
-        registry.adhoc_spec("robot:x")
+        models.adhoc_spec("robot:x")
 
 
 def test_lexical_controls_and_quantized_weights(tiny_models, tmp_path):
     from dataclasses import replace
 
-    from alignnb import lexical
+    from alignnb.extract import controls
 
     bow = encoders.embed("bag-of-words", SENTENCES, data_dir=tmp_path, progress=False)
-    np.testing.assert_array_equal(bow.vectors, lexical.bag_of_words(SENTENCES)[0])
+    np.testing.assert_array_equal(bow.vectors, controls.bag_of_words(SENTENCES)[0])
     tf = encoders.embed("tf-idf", SENTENCES, data_dir=tmp_path, progress=False)
     np.testing.assert_allclose(np.linalg.norm(tf.vectors, axis=1), 1, rtol=1e-6)
-    assert registry.get_spec("minilm-l6").family == "sentence encoder"  # not BERT itself
-    assert registry.get_spec("minilm-l6-q4_0").quantize == "q4_0"
+    assert models.get_spec("minilm-l6").family == "sentence encoder"  # not BERT itself
+    assert models.get_spec("minilm-l6-q4_0").quantize == "q4_0"
     # Q4_0 rounding of a full-precision model: another cache entry, close but not equal vectors
     spec = tiny_models["bert"]
     full = encoders.embed(spec, SENTENCES, data_dir=tmp_path, progress=False)

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from alignnb import engine, train
+from alignnb.agents import jobs
+from alignnb.agents import train
 from conftest import LEVELS
 from test_agent import SMALL
 
@@ -130,25 +131,25 @@ def test_an_interrupted_run_resumes_bit_for_bit(small_demos, data_root, tmp_path
 
 def test_agents_side_by_side_equal_agents_one_after_the_other(small_demos, tmp_path):
     tc = replace(RECIPE, steps=30, check_every=0, goal_checks=0)
-    jobs = [engine.TrainJob(str(small_demos.path), SMALL, tc, seed, final_eval_episodes=2) for seed in (0, 1)]
-    assert engine.default_workers(jobs) == 2
-    apart = engine.train_side_by_side(jobs, tmp_path / "parallel", workers=2, progress=True)
-    after = engine.train_side_by_side(jobs, tmp_path / "sequential", workers=1, progress=False)
+    todo = [jobs.TrainJob(str(small_demos.path), SMALL, tc, seed, final_eval_episodes=2) for seed in (0, 1)]
+    assert jobs.default_workers(todo) == 2
+    apart = jobs.train_side_by_side(todo, tmp_path / "parallel", workers=2, progress=True)
+    after = jobs.train_side_by_side(todo, tmp_path / "sequential", workers=1, progress=False)
     for a, b in zip(apart, after):
         assert a.path.name == b.path.name and a.meta["torch_threads"] == 1
         for name, p in a.agent.state_dict().items():
             assert torch.equal(b.agent.state_dict()[name], p), name
     assert any(not torch.equal(p, q) for p, q in zip(apart[0].agent.parameters(), apart[1].agent.parameters()))
     # cached: a second call trains nothing and returns the same runs
-    again = engine.train_side_by_side(jobs, tmp_path / "parallel", progress=False)
+    again = jobs.train_side_by_side(todo, tmp_path / "parallel", progress=False)
     assert [r.path for r in again] == [r.path for r in apart]
 
 
 def test_thread_count_is_part_of_the_recipe(small_demos):
-    from alignnb import runs
+    from alignnb.agents import checkpoints
 
     one, two = RECIPE, replace(RECIPE, threads=2)
-    assert runs.run_key(small_demos.key, SMALL, one, 0) != runs.run_key(small_demos.key, SMALL, two, 0)
+    assert checkpoints.run_key(small_demos.key, SMALL, one, 0) != checkpoints.run_key(small_demos.key, SMALL, two, 0)
     with pytest.raises(ValueError, match="threads"):
         train.TrainConfig(threads=0)
     with pytest.raises(ValueError, match="check_every"):

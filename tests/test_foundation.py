@@ -10,7 +10,8 @@ import pytest
 import yaml
 from packaging.version import Version
 
-from alignnb import config, io
+from alignnb.core import config
+from alignnb.core import cache
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,46 +29,46 @@ def test_episode_seed_is_deterministic_and_splits_are_disjoint():
 
 
 def test_cache_key_depends_on_content_not_order():
-    assert io.cache_key({"a": 1, "b": [1, 2]}) == io.cache_key({"b": [1, 2], "a": 1})
-    assert io.cache_key({"a": 1}) != io.cache_key({"a": 2})
-    assert io.cache_key({"a": np.int64(3)}) == io.cache_key({"a": 3})
+    assert cache.cache_key({"a": 1, "b": [1, 2]}) == cache.cache_key({"b": [1, 2], "a": 1})
+    assert cache.cache_key({"a": 1}) != cache.cache_key({"a": 2})
+    assert cache.cache_key({"a": np.int64(3)}) == cache.cache_key({"a": 3})
     with pytest.raises(TypeError):
-        io.cache_key({"a": object()})
+        cache.cache_key({"a": object()})
 
 
 def test_atomic_dir_leaves_nothing_on_error(tmp_path):
     target = tmp_path / "out"
     with pytest.raises(RuntimeError):
-        with io.atomic_dir(target) as tmp:
+        with cache.atomic_dir(target) as tmp:
             (tmp / "x.txt").write_text("half")
             raise RuntimeError("boom")
     assert not target.exists()
     assert list(tmp_path.iterdir()) == []
-    with io.atomic_dir(target) as tmp:
+    with cache.atomic_dir(target) as tmp:
         (tmp / "x.txt").write_text("whole")
     assert (target / "x.txt").read_text() == "whole"
     with pytest.raises(FileExistsError):
-        with io.atomic_dir(target) as tmp:
+        with cache.atomic_dir(target) as tmp:
             pass
-    with io.atomic_dir(target, overwrite=True) as tmp:
+    with cache.atomic_dir(target, overwrite=True) as tmp:
         (tmp / "y.txt").write_text("new")
     assert sorted(p.name for p in target.iterdir()) == ["y.txt"]
 
 
 def test_atomic_file_and_json_round_trip(tmp_path):
     path = tmp_path / "a" / "b.json"
-    io.write_json(path, {"x": np.float32(0.5), "y": [1, 2]})
-    assert io.read_json(path) == {"x": 0.5, "y": [1, 2]}
+    cache.write_json(path, {"x": np.float32(0.5), "y": [1, 2]})
+    assert cache.read_json(path) == {"x": 0.5, "y": [1, 2]}
     with pytest.raises(ValueError):
-        with io.atomic_file(path, "w") as f:
+        with cache.atomic_file(path, "w") as f:
             f.write("partial")
             raise ValueError
-    assert io.read_json(path) == {"x": 0.5, "y": [1, 2]}
+    assert cache.read_json(path) == {"x": 0.5, "y": [1, 2]}
     assert [p.name for p in path.parent.iterdir()] == ["b.json"]
 
 
 def test_silenced_stdout(capsys):
-    with io.silenced_stdout():
+    with cache.silenced_stdout():
         print("Sampling rejected: unreachable object")
     assert capsys.readouterr().out == ""
 

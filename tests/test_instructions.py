@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from alignnb import instructions as ins
+from alignnb.collect import instructions as ins
 from conftest import LEVELS
 
 

@@ -7,7 +7,8 @@ import pytest
 from scipy.spatial import procrustes as scipy_procrustes
 from scipy.stats import ortho_group
 
-from alignnb import metrics, nulls
+from alignnb.measure import metrics
+from alignnb.measure import nulls
 
 
 def brute_precision(A, B, k):

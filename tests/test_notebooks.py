@@ -9,8 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from alignnb import cli, config
-from alignnb.study import StudyConfig
+from alignnb.run import cli
+from alignnb.core import config
+from alignnb.run.study import StudyConfig
 
 from conftest import LEVELS
 

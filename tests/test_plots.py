@@ -5,7 +5,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from alignnb import plots
+from alignnb.show import plots
 
 
 def test_save_figure_is_byte_reproducible(tmp_path):

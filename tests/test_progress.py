@@ -7,12 +7,12 @@ import os
 import subprocess
 import sys
 
-from alignnb import progress
+from alignnb.core import progress
 
 
 def test_a_child_process_bar_is_drawn_by_the_parent():
     stream = io.StringIO()
-    code = ("from alignnb.progress import tqdm\n"
+    code = ("from alignnb.core.progress import tqdm\n"
             "for _ in tqdm(range(4), desc='child bar', mininterval=0): pass\n")
     with progress.relayed(stream=stream) as path:
         assert os.environ[progress.RELAY_ENV] == path

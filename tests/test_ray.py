@@ -10,13 +10,14 @@ import nbformat
 import pandas as pd
 import pytest
 
-from alignnb import cli, demos
+from alignnb.run import cli
+from alignnb.collect import demos
 
 from conftest import LEVELS
 
 ray = pytest.importorskip("ray", reason='the Ray engine tests need Ray: pip install -e ".[ray]" (make test installs it)')
 
-from alignnb import ray_engine  # noqa: E402
+from alignnb.run import ray_engine  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +136,7 @@ def test_without_ray_the_ray_engine_says_how_to_install_it_and_local_never_impor
     notebook = tiny_notebook(tmp_path / "nb")
     code = f"""
 import sys
-from alignnb import cli
+from alignnb.run import cli
 base, _ = cli.run_sweep("seed", [0], quick=True, output={str(tmp_path / "sweep")!r}, notebooks=[{str(notebook)!r}],
                         progress=False)
 assert "ray" not in sys.modules, "the local engine imported ray"
@@ -154,7 +155,7 @@ def test_address_needs_the_ray_engine(capsys):
 
 
 def test_a_large_model_asks_for_a_gpu_only_when_there_is_one():
-    from alignnb.registry import get_spec
+    from alignnb.extract.models import get_spec
 
     big, small = get_spec("qwen2.5-7b"), get_spec("smollm2-135m")
     assert ray_engine.wants_gpu(big, cluster_gpus=1) and not ray_engine.wants_gpu(big, cluster_gpus=0)
@@ -167,15 +168,16 @@ def test_agents_as_ray_tasks_equal_the_local_engine_bit_for_bit(local_ray, small
     num_cpus = its recipe's thread count; the checkpoints are the local engine's."""
     from dataclasses import replace
 
-    from alignnb import config, engine
+    from alignnb.core import config
+    from alignnb.agents import jobs
     from test_engine import RECIPE, SMALL
 
     tc = replace(RECIPE, steps=30, check_every=0, goal_checks=0)
-    jobs = [engine.TrainJob(str(small_demos.path), SMALL, tc, seed, final_eval_episodes=2) for seed in (0, 1)]
-    local = engine.train_side_by_side(jobs, tmp_path / "local", workers=1, progress=False)
+    todo = [jobs.TrainJob(str(small_demos.path), SMALL, tc, seed, final_eval_episodes=2) for seed in (0, 1)]
+    local = jobs.train_side_by_side(todo, tmp_path / "local", workers=1, progress=False)
     monkeypatch.setenv(config.ENGINE_ENV, "ray")
     monkeypatch.setenv(ray_engine.ADDRESS_ENV, ray.get_runtime_context().gcs_address)
-    on_ray = engine.train_side_by_side(jobs, tmp_path / "ray", progress=False)
+    on_ray = jobs.train_side_by_side(todo, tmp_path / "ray", progress=False)
     for a, b in zip(local, on_ray):
         assert a.path.name == b.path.name and b.meta["torch_threads"] == 1
         assert_same_checkpoint(a.path / "agent.pt", b.path / "agent.pt")
@@ -188,7 +190,7 @@ def test_language_model_embeddings_as_ray_tasks_fill_the_local_engines_cache(loc
     import numpy as np
     import torch
 
-    from alignnb import encoders
+    from alignnb.extract import encoders
     from test_encoders import SENTENCES, tiny, word_tokenizer
 
     torch.manual_seed(0)

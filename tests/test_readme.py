@@ -6,7 +6,7 @@ import re
 
 import pandas as pd
 
-from alignnb import config
+from alignnb.core import config
 
 #: Each column of the README's results table and the alignment_summary.csv columns its numbers come from, in order.
 SHOWN = {
@@ -62,7 +62,7 @@ def test_readme_success_rates_match_agent_success():
 
 def test_readme_variants_table_matches_the_variant_tables():
     """The README's agent-variants table is what analysis.variant_markdown makes of the committed tables."""
-    from alignnb import analysis
+    from alignnb.measure import analysis
 
     text = (config.REPO_ROOT / "README.md").read_text()
     block = text.split("<!-- variants-table:", 1)[1].split("-->", 1)[1].strip("\n").split("\n\n", 1)[0]

@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from alignnb import runs, train
-from alignnb.agent import N_COLORS, N_OBJECTS, N_STATES, config_from_dict
-from alignnb.recurrent import RecurrentAgent, RecurrentConfig
+from alignnb.agents import checkpoints
+from alignnb.agents import train
+from alignnb.agents.transformer import N_COLORS, N_OBJECTS, N_STATES, config_from_dict
+from alignnb.agents.recurrent import RecurrentAgent, RecurrentConfig
 from conftest import LEVELS
 import test_agent
 from test_agent import SENTENCES
@@ -113,8 +114,8 @@ def test_film_parameters_depend_on_the_instruction_and_first_step_is_a_fresh_act
 def test_checkpoint_round_trip(tmp_path):
     agent = make_agent()
     path = tmp_path / "recurrent.pt"
-    runs.save_agent(agent, path, {"note": 1})
-    again = runs.load_agent(path, vocab=agent.vocab, agent_config=TINY)
+    checkpoints.save_agent(agent, path, {"note": 1})
+    again = checkpoints.load_agent(path, vocab=agent.vocab, agent_config=TINY)
     assert type(again) is RecurrentAgent and again.cfg == TINY
     np.testing.assert_array_equal(again.embed_instructions(SENTENCES), agent.embed_instructions(SENTENCES))
     images, dirs = random_views(torch.Generator().manual_seed(2), 4)
@@ -122,7 +123,7 @@ def test_checkpoint_round_trip(tmp_path):
     torch.testing.assert_close(again.act(instr, images, dirs, again.new_memory_state(4, 4)),
                                agent.act(instr, images, dirs, agent.new_memory_state(4, 4)), atol=0, rtol=0)
     with pytest.raises(ValueError, match="another agent configuration.*channels"):
-        runs.load_agent(path, agent_config=replace(TINY, channels=16))
+        checkpoints.load_agent(path, agent_config=replace(TINY, channels=16))
 
 
 def test_gradients_are_bit_identical_between_two_backward_passes(small_demos):

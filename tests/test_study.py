@@ -6,8 +6,9 @@ import dataclasses
 
 import pytest
 
-from alignnb import demos, runs
-from alignnb.study import QUICK, REPLICATE_OFFSET, StudyConfig, configure
+from alignnb.collect import demos
+from alignnb.agents import checkpoints
+from alignnb.run.study import QUICK, REPLICATE_OFFSET, StudyConfig, configure
 
 BAD = [
     ({"seed": 1.5}, "seed must be an integer"),
@@ -59,8 +60,8 @@ def test_quick_is_defined_once():
 def test_keys_derive_from_upstream_keys():
     cfg = StudyConfig()
     assert cfg.demos_key == demos.demos_key(list(cfg.levels), 20_000, 0)
-    assert cfg.agent_key() == runs.run_key(cfg.demos_key, cfg.agent_config, cfg.train_config, 0)
-    assert cfg.agent_key(replicate=True) == runs.run_key(cfg.demos_key, cfg.agent_config, cfg.train_config,
+    assert cfg.agent_key() == checkpoints.run_key(cfg.demos_key, cfg.agent_config, cfg.train_config, 0)
+    assert cfg.agent_key(replicate=True) == checkpoints.run_key(cfg.demos_key, cfg.agent_config, cfg.train_config,
                                                          REPLICATE_OFFSET)
     # a change upstream changes every key downstream of it, and only those
     more = dataclasses.replace(cfg, episodes_per_level=100)

@@ -7,9 +7,13 @@ import pandas as pd
 import pytest
 import torch
 
-from alignnb import analysis, demos, metrics, runs, variants
-from alignnb.agent import Agent, AgentConfig, Vocabulary
-from alignnb.embeddings import Embeddings
+from alignnb.measure import analysis
+from alignnb.collect import demos
+from alignnb.measure import metrics
+from alignnb.agents import checkpoints
+from alignnb.extract import points
+from alignnb.agents.transformer import Agent, AgentConfig, Vocabulary
+from alignnb.extract.embeddings import Embeddings
 from conftest import LEVELS
 
 SENTENCES = ["go to the red ball", "go to a blue key", "pick up the green box", "open the yellow door",
@@ -19,8 +23,8 @@ TINY = AgentConfig(d_model=16, n_layers=2, n_heads=4, d_ff=32, cell_dim=8, chann
 
 
 @pytest.fixture(scope="module")
-def probes() -> variants.ProbeSet:
-    return variants.probe_states(LEVELS, 3, seed=0)
+def probes() -> points.ProbeSet:
+    return points.probe_states(LEVELS, 3, seed=0)
 
 
 def _agent(seed: int = 0) -> Agent:
@@ -34,10 +38,10 @@ def _agent(seed: int = 0) -> Agent:
 
 def test_probe_states_are_seeded_first_states_of_fresh_layouts(probes):
     assert len(probes) == 3 * len(LEVELS) and probes.images.shape == (len(probes), 7, 7, 3)
-    again = variants.probe_states(LEVELS, 3, seed=0)
+    again = points.probe_states(LEVELS, 3, seed=0)
     assert again.seeds == probes.seeds and np.array_equal(again.images, probes.images)
     assert all(s % 2 == 1 for s in probes.seeds)  # odd: never a demonstration layout
-    assert variants.probe_states(LEVELS, 3, seed=1).seeds != probes.seeds
+    assert points.probe_states(LEVELS, 3, seed=1).seeds != probes.seeds
     env = demos.make_env(probes.levels[0])  # the first state of that layout, as a bot demonstration starts
     assert np.array_equal(demos.reset_quietly(env, probes.seeds[0])["image"], probes.images[0])
 
@@ -56,7 +60,7 @@ def test_first_step_is_the_first_step_of_acting():
 
 def test_each_row_pairs_an_instruction_with_every_probe_in_order(probes):
     agent = _agent()
-    behaviour, memory = variants.probe_responses(agent, SENTENCES, probes, chunk=3)  # chunks of 3, 3, 1
+    behaviour, memory = points.probe_responses(agent, SENTENCES, probes, chunk=3)  # chunks of 3, 3, 1
     cube = behaviour.reshape(len(SENTENCES), len(probes), 7)
     images, dirs = torch.from_numpy(probes.images), torch.from_numpy(probes.directions)
     with torch.no_grad():
@@ -71,7 +75,7 @@ def test_each_row_pairs_an_instruction_with_every_probe_in_order(probes):
 
 def test_behaviour_of_a_policy_that_ignores_the_instruction_is_constant(probes):
     agent = _agent()
-    behaviour, memory = variants.probe_responses(agent, SENTENCES, probes)
+    behaviour, memory = points.probe_responses(agent, SENTENCES, probes)
     assert behaviour.shape == (len(SENTENCES), len(probes) * 7)
     np.testing.assert_allclose(behaviour.reshape(len(SENTENCES), len(probes), 7).sum(-1), 1.0, atol=1e-5)
     assert np.ptp(behaviour, axis=0).max() > 1e-3  # a policy that reads the instruction: rows differ
@@ -79,14 +83,14 @@ def test_behaviour_of_a_policy_that_ignores_the_instruction_is_constant(probes):
         obs = agent.observation
         for lin in (obs.film1.lin, obs.film2.lin, obs.instr):
             lin.weight.zero_()
-    behaviour, memory = variants.probe_responses(agent, SENTENCES, probes)
+    behaviour, memory = points.probe_responses(agent, SENTENCES, probes)
     np.testing.assert_allclose(behaviour, np.broadcast_to(behaviour[0], behaviour.shape), atol=1e-6)
     np.testing.assert_allclose(memory, np.broadcast_to(memory[0], memory.shape), atol=1e-6)
 
 
 def test_film_parameters_and_behaviour_survive_an_absorbed_linear_map(probes):
     agent = _agent()
-    before = variants.extract(agent, SENTENCES, probes)
+    before = points.extract(agent, SENTENCES, probes)
     d = TINY.d_model
     g = torch.Generator().manual_seed(3)
     A = torch.randn(d, d, generator=g) + 2 * torch.eye(d)  # invertible, far from orthogonal
@@ -98,7 +102,7 @@ def test_film_parameters_and_behaviour_survive_an_absorbed_linear_map(probes):
         obs = agent.observation
         for lin in (obs.film1.lin, obs.film2.lin, obs.instr):
             lin.weight.copy_(lin.weight @ A_inv)
-    after = variants.extract(agent, SENTENCES, probes)
+    after = points.extract(agent, SENTENCES, probes)
     np.testing.assert_allclose(after["film"], before["film"], atol=2e-4, rtol=1e-4)
     np.testing.assert_allclose(after["behaviour"], before["behaviour"], atol=1e-4)
     np.testing.assert_array_equal(after["words"], before["words"])
@@ -109,8 +113,8 @@ def test_film_parameters_and_behaviour_survive_an_absorbed_linear_map(probes):
 
 def test_extraction_points_in_order_with_their_sizes(probes):
     agent = _agent()
-    out = variants.extract(agent, SENTENCES, probes)
-    assert list(out) == variants.extraction_points("transformer", TINY.n_layers)
+    out = points.extract(agent, SENTENCES, probes)
+    assert list(out) == points.extraction_points("transformer", TINY.n_layers)
     assert list(out) == ["words", "layer 1", "layer 2", "embedding", "film", "memory", "behaviour"]
     sizes = {name: v.shape[1] for name, v in out.items()}
     assert sizes["film"] == 4 * TINY.channels + TINY.d_hidden and sizes["behaviour"] == 7 * len(probes)
@@ -120,12 +124,12 @@ def test_extraction_points_in_order_with_their_sizes(probes):
 
 def test_agent_variants_are_cached_under_the_checkpoint_and_probes(probes, tmp_path):
     agent = _agent()
-    runs.save_agent(agent, tmp_path / "agent.pt")
+    checkpoints.save_agent(agent, tmp_path / "agent.pt")
     label = {"learner": "transformer", "seed": 0, "trained": True}
-    first = variants.agent_variants(tmp_path / "agent.pt", SENTENCES, probes, label, data_dir=tmp_path)
-    assert variants.is_cached(tmp_path / "agent.pt", SENTENCES, probes, tmp_path)
-    assert not variants.is_cached(tmp_path / "agent.pt", SENTENCES, variants.probe_states(LEVELS, 2, 0), tmp_path)
-    again = variants.agent_variants(tmp_path / "agent.pt", SENTENCES, probes, label, data_dir=tmp_path)
+    first = points.agent_variants(tmp_path / "agent.pt", SENTENCES, probes, label, data_dir=tmp_path)
+    assert points.is_cached(tmp_path / "agent.pt", SENTENCES, probes, tmp_path)
+    assert not points.is_cached(tmp_path / "agent.pt", SENTENCES, points.probe_states(LEVELS, 2, 0), tmp_path)
+    again = points.agent_variants(tmp_path / "agent.pt", SENTENCES, probes, label, data_dir=tmp_path)
     assert list(again) == list(first)
     for name in first:
         np.testing.assert_array_equal(again[name].vectors, first[name].vectors)
@@ -138,20 +142,20 @@ def test_the_bot_acts_on_its_own_mission_and_reports_missing_objects():
     seed = 11
     episode = demos.run_bot_episode(env, seed, record=False)
     demos.reset_quietly(env, seed)
-    assert variants.bot_first_action(env, episode["mission"]) == int(episode["actions"][0])
+    assert points.bot_first_action(env, episode["mission"]) == int(episode["actions"][0])
     assert env.instrs.surface(env) == episode["mission"]  # the layout's own instruction is put back
     held = {(o.type, o.color) for o in env.grid.grid if o is not None and o.type in ("ball", "box", "key")}
     absent = next(f"go to the {c} {t}" for t in ("ball", "box", "key")
                   for c in ("red", "green", "blue", "purple", "yellow", "grey") if (t, c) not in held)
-    assert variants.bot_first_action(env, absent) == len(variants.BOT_OUTCOMES) - 1
+    assert points.bot_first_action(env, absent) == len(points.BOT_OUTCOMES) - 1
 
 
 def test_bot_behaviour_is_one_hot_per_probe(probes, tmp_path):
-    bot = variants.bot_behaviour(SENTENCES, probes, data_dir=tmp_path)
-    cube = bot.vectors.reshape(len(SENTENCES), len(probes), len(variants.BOT_OUTCOMES))
+    bot = points.bot_behaviour(SENTENCES, probes, data_dir=tmp_path)
+    cube = bot.vectors.reshape(len(SENTENCES), len(probes), len(points.BOT_OUTCOMES))
     np.testing.assert_array_equal(cube.sum(-1), 1.0)
-    assert variants.bot_is_cached(SENTENCES, probes, tmp_path)
-    np.testing.assert_array_equal(variants.bot_behaviour(SENTENCES, probes, data_dir=tmp_path).vectors, bot.vectors)
+    assert points.bot_is_cached(SENTENCES, probes, tmp_path)
+    np.testing.assert_array_equal(points.bot_behaviour(SENTENCES, probes, data_dir=tmp_path).vectors, bot.vectors)
 
 
 def _emb(name: str, X: np.ndarray, sentences: list[str]) -> Embeddings:

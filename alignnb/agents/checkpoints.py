@@ -1,0 +1,151 @@
+"""Stage 2's files: agent checkpoints and the layout of a training run on disk.
+
+A run lives in ``<data>/agents/<key>/``; the key (:func:`run_key`) hashes the key of the
+demonstration data set, the agent's configuration, every training setting and the seed:
+
+    untrained.pt    the architecture at its seeded initialisation (a control for stage 4)
+    state.pt        optimizer + RNG state while training (removed when done): resumable
+    agent.pt        trained weights + config + vocabulary + final metrics
+    history.csv     step, train loss, validation loss/accuracy, success rates over time
+    eval_episodes.csv  the final greedy evaluation, one row per episode
+    meta.json       parameters, versions, timings, thread count, final success per level
+
+``meta.json`` is written last: a run is finished when it exists.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from alignnb.core import config
+from alignnb.core import cache
+from alignnb.agents.transformer import Agent, AgentConfig, Vocabulary, build_agent, config_from_dict
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class TrainedAgent:
+    """A finished run: the agent, its untrained twin, history and metrics, and where they live."""
+
+    path: Path
+    agent: Agent
+    untrained: Agent
+    history: pd.DataFrame
+    meta: dict[str, Any] = field(default_factory=dict)
+    episodes: pd.DataFrame | None = None  # the final greedy evaluation, one row per episode
+
+    def success_table(self, mode: str = "greedy") -> pd.DataFrame:
+        """Final success per level: level, success_rate, episodes, mean_length (greedy or sampled)."""
+        return pd.DataFrame(self.meta["metrics"][mode])
+
+
+def run_key(demos_key: str, agent_config: AgentConfig, train_config: Any, seed: int) -> str:
+    """Cache key of a training run, from the key of its data set and everything that shapes the weights.
+
+    ``train_config`` is a :class:`alignnb.agents.train.TrainConfig`; its wall-clock limit is not part
+    of the recipe and is left out, and so is a uniform ``goal`` left at 0 (the transformer's
+    per-level goals), so that the second learner's goal does not change the transformer's key.
+    """
+    train = {k: v for k, v in train_config.to_dict().items() if k != "max_minutes" and not (k == "goal" and not v)}
+    return cache.cache_key({"kind": "agent", "format": FORMAT_VERSION, "demos": demos_key,
+                         "agent": agent_config.to_dict(), "train": train,
+                         "seed": config.check_seed(seed), "torch": config.package_version("torch"),
+                         "numpy": config.package_version("numpy")})  # numpy draws the batches
+
+
+def run_dir(key: str, data_dir: str | os.PathLike | None = None) -> Path:
+    """Folder of the run with cache key ``key`` (it may not exist yet)."""
+    return config.data_dir(data_dir) / "agents" / key
+
+
+def save_agent(agent: Agent, path: str | os.PathLike, metrics: dict | None = None) -> None:
+    """Weights + config + vocabulary + metrics in one file, written atomically."""
+    with cache.atomic_file(path, "wb") as f:
+        torch.save({"format": FORMAT_VERSION, "state_dict": agent.state_dict(), "config": agent.cfg.to_dict(),
+                    "vocab": agent.vocab.itos, "metrics": metrics or {}, "versions": config.versions()}, f)
+
+
+def load_agent(path: str | os.PathLike, vocab: Vocabulary | None = None,
+               agent_config: AgentConfig | None = None) -> Agent:
+    """Load a checkpoint written by :func:`save_agent`.
+
+    With ``vocab`` or ``agent_config`` given, a checkpoint that was trained with another
+    vocabulary or configuration is refused with an error saying what differs.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no agent checkpoint at {path}: train one with notebooks/02_train_agent.ipynb "
+                                "or alignnb.agents.train.train_agent(...)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain values only: no code
+        ckpt["config"], ckpt["vocab"], ckpt["state_dict"]  # noqa: B018  (a checkpoint of this format)
+    except (RuntimeError, EOFError, KeyError, TypeError, OSError, pickle.UnpicklingError) as exc:
+        raise cache.CorruptCache(path, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                              f"Delete its run folder (rm -r {path.parent}) and rerun notebooks/02_train_agent.ipynb "
+                              "(a checkpoint from elsewhere: ask for a new copy)") from exc
+    cfg = config_from_dict(ckpt["config"])
+    voc = Vocabulary(ckpt["vocab"][2:])
+    if vocab is not None and voc != vocab:
+        missing = sorted(set(vocab.itos) - set(voc.itos))
+        extra = sorted(set(voc.itos) - set(vocab.itos))
+        raise ValueError(f"checkpoint {path} has another vocabulary ({len(voc)} vs {len(vocab)} words; "
+                         f"missing {missing[:10]}, extra {extra[:10]}): it was trained on other instructions")
+    if agent_config is not None and cfg != agent_config:
+        diff = {k: (v, getattr(agent_config, k)) for k, v in cfg.to_dict().items() if getattr(agent_config, k) != v}
+        raise ValueError(f"checkpoint {path} has another agent configuration (checkpoint, expected): {diff}")
+    agent = build_agent(voc, cfg)
+    try:
+        agent.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        raise ValueError(f"checkpoint {path} does not fit its own configuration: {exc}") from exc
+    agent.eval()
+    return agent
+
+
+def is_finished(path: str | os.PathLike) -> bool:
+    """True when the run folder holds a finished run (its ``meta.json`` is written last)."""
+    return (Path(path) / "meta.json").exists() and (Path(path) / "agent.pt").exists()
+
+
+def load_run(path: str | os.PathLike) -> TrainedAgent:
+    """The finished run in folder ``path``, or an error saying how to make it."""
+    path = Path(path)
+    if not is_finished(path):
+        raise FileNotFoundError(f"no finished training run at {path}: run notebooks/02_train_agent.ipynb with the "
+                                "same study parameters (or alignnb.run.study.train(cfg))")
+    fix = f"Delete the run folder (rm -r {path}) and rerun notebooks/02_train_agent.ipynb"
+    meta = cache.read_json(path / "meta.json", fix)
+    tables = {}
+    for name in ("history.csv", "eval_episodes.csv"):
+        try:
+            tables[name] = pd.read_csv(path / name) if (path / name).exists() else None
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise cache.CorruptCache(path / name, f"{type(exc).__name__}: {exc}", fix) from exc
+    if tables["history.csv"] is None or "step" not in tables["history.csv"].columns:
+        raise cache.CorruptCache(path / "history.csv", "missing, or without its step column", fix)
+    return TrainedAgent(path, load_agent(path / "agent.pt"), load_agent(path / "untrained.pt"),
+                        tables["history.csv"], meta, tables["eval_episodes.csv"])
+
+
+def write_run(path: Path, agent: Agent, metrics: dict[str, Any], history: pd.DataFrame,
+              per_episode: pd.DataFrame, meta: dict[str, Any]) -> None:
+    """Write a finished run's files, each atomically, ``meta.json`` last.
+
+    A run counts as finished only once ``meta.json`` exists (:func:`is_finished`), and every
+    reader checks that first (:func:`load_run`; stage 3 refuses the checkpoints of an
+    unfinished run folder), so a run becomes visible whole or not at all.
+    """
+    save_agent(agent, path / "agent.pt", metrics)
+    with cache.atomic_file(path / "history.csv", "w") as f:
+        history.to_csv(f, index=False)
+    with cache.atomic_file(path / "eval_episodes.csv", "w") as f:
+        per_episode.to_csv(f, index=False)
+    cache.write_json(path / "meta.json", meta)

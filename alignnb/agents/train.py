@@ -1,0 +1,414 @@
+"""Stage 2: behavioral cloning of the bot on the stage-1 demonstrations.
+
+Cross-entropy on the bot's actions over whole episodes (the memory sees each episode from its
+start), AdamW, warm-up + cosine schedule, gradient clipping. Validation loss on held-out
+episodes and success rates on fresh seeds are logged. A run is cached in
+``<data>/agents/<key>/`` (layout in :mod:`alignnb.agents.checkpoints`), resumable from its last checkpoint
+and bit-identical for a given seed and torch thread count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import pickle
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.nn import functional as F
+from alignnb.core.progress import tqdm
+
+from alignnb.core import config
+from alignnb.collect import demos
+from alignnb.core import cache
+from alignnb.agents.transformer import Agent, AgentConfig, Vocabulary, build_agent, count_parameters
+from alignnb.agents.rollouts import evaluate
+from alignnb.agents.checkpoints import TrainedAgent, load_run, run_dir, run_key, save_agent, write_run
+
+#: The greedy success rates that the study's default agent should reach on 500 fresh episodes per level.
+SUCCESS_GOALS = {"BabyAI-GoToLocal-v0": 0.99, "BabyAI-PickupLoc-v0": 0.97,
+                 "BabyAI-OpenDoorLoc-v0": 0.97, "BabyAI-PutNextLocal-v0": 0.95}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Behavioral-cloning settings. The defaults are the study's full run.
+
+    Training stops at the first success check (at or after ``min_steps``) that, together with
+    the ``goal_checks - 1`` checks before it, meets :data:`SUCCESS_GOALS` on fresh validation
+    layouts, while their pooled rate beats each goal by ``stop_margin`` (see :func:`stop_reason`),
+    or at ``steps``. A check plays ``check_episodes`` episodes per level whose seeds
+    derive from ``seed + 10_000 + step``: never the final test layouts (``seed``), never a
+    demonstration (those seeds are even, evaluation seeds odd).
+    """
+
+    steps: int = 6_000  # the most optimizer steps; also the length of the cosine schedule
+    batch_episodes: int = 96  # whole episodes per batch
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup: int = 200  # linear warm-up steps, then cosine decay to 5% of lr at ``steps``
+    grad_clip: float = 1.0
+    val_fraction: float = 0.03  # episodes held out for the teacher-forced validation loss
+    val_every: int = 250  # steps between validation losses
+    check_every: int = 500  # steps between success checks on validation layouts (0: none)
+    check_episodes: int = 200  # episodes per level at a success check
+    min_steps: int = 1_500  # no stopping before this step
+    goal_checks: int = 2  # consecutive checks that must meet the goals to stop (0: never stop early)
+    stop_margin: float = 0.01  # their pooled rate must also beat each goal by this (at most half its gap to 1)
+    goal: float = 0.0  # one success goal for every level (0: SUCCESS_GOALS, the transformer agent's goals)
+    checkpoint_every: int = 500  # steps between resumable checkpoints
+    threads: int = 1  # torch threads of this run: the bits of CPU training depend on it
+    max_minutes: float = 0.0  # stop a session after this long (0 = no limit): the run stays unfinished and resumable
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_episodes", "threads", "val_every"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"TrainConfig.{name} must be at least 1, got {getattr(self, name)!r}")
+        if self.goal_checks and not self.check_every:
+            raise ValueError("TrainConfig: goal_checks > 0 needs success checks (check_every > 0)")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+#: The recipe of the study before early stopping (the reference of benchmarks/bench_train.py):
+#: 13,000 steps, 2 threads, no stopping, success checks every 2,000 steps on 100 episodes.
+FIXED_RECIPE = TrainConfig(steps=13_000, val_every=500, check_every=2000, check_episodes=100, min_steps=0,
+                           goal_checks=0, threads=2)
+
+
+def goals_met(rates: dict[str, float], goals: dict[str, float] | None = None) -> bool:
+    """True when every level that ``rates`` scores meets its goal (default :data:`SUCCESS_GOALS`).
+
+    A level without a goal needs at least 0.95; an empty ``rates`` is not a success.
+    """
+    goals = SUCCESS_GOALS if goals is None else goals
+    return bool(rates) and all(rate >= goals.get(level, 0.95) for level, rate in rates.items())
+
+
+def margin_goals(goals: dict[str, float] | None = None, margin: float = 0.01) -> dict[str, float]:
+    """Each goal raised by ``margin``, but by at most half its distance to 1 (0.99 -> 0.995, 0.97 -> 0.98)."""
+    goals = SUCCESS_GOALS if goals is None else goals
+    return {level: min(g + margin, (1 + g) / 2) for level, g in goals.items()}
+
+
+def stop_reason(history: list[dict], tc: TrainConfig, goals: dict[str, float] | None = None) -> str | None:
+    """Why training should stop after the last row of ``history`` (``None``: go on).
+
+    ``history`` rows are those of a run's log: ``step`` and, at a success check, one
+    ``success/<level>`` column per level. Stops when the last ``tc.goal_checks`` checks each
+    meet the goals (``tc.goal`` for every level if set, else ``goals``), their mean rate per level also meets :func:`margin_goals` (``tc.stop_margin``),
+    and the last is at or after ``tc.min_steps``; or at ``tc.steps``.
+
+    The margin is there because a check of 200 episodes per level has a standard error of
+    about 0.012 at a rate of 0.97: without it, an agent was stopped as soon as two checks
+    grazed the goal, and its 500 test episodes then fell just short (0.966 for a 0.97 goal).
+    """
+    if not history:
+        return None
+    if tc.goal:
+        goals = {k[8:]: tc.goal for r in history for k in r if k.startswith("success/")}
+    step = history[-1]["step"]
+    if step >= tc.steps:
+        return "max steps"
+    if not tc.goal_checks or step < tc.min_steps:
+        return None
+    checks = [r for r in history if any(k.startswith("success/") for k in r)]
+    if len(checks) < tc.goal_checks or checks[-1] is not history[-1]:
+        return None
+    recent = [{k[8:]: v for k, v in r.items() if k.startswith("success/")} for r in checks[-tc.goal_checks:]]
+    pooled = {level: float(np.mean([r[level] for r in recent])) for level in recent[-1]}
+    if all(goals_met(r, goals) for r in recent) and (
+            not tc.stop_margin or goals_met(pooled, margin_goals(goals, tc.stop_margin))):
+        return f"goals met on validation layouts at {tc.goal_checks} consecutive checks"
+    return None
+
+
+# --------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------
+
+
+class EpisodeBatches:
+    """Whole-episode batches from a data set, as flat frames plus their padded layout."""
+
+    def __init__(self, data: demos.Demos, vocab: Vocabulary, max_words: int, episodes: np.ndarray):
+        self.images = torch.from_numpy(np.array(data.images))  # a writable in-memory copy
+        self.directions = torch.from_numpy(np.asarray(data.directions).astype(np.int64))
+        self.actions = torch.from_numpy(np.asarray(data.actions).astype(np.int64))
+        self.mission = np.asarray(data.mission)
+        self.mission_ids = vocab.encode(data.missions, max_words)
+        table = data.episodes.loc[episodes]
+        self.starts = table["start"].to_numpy(np.int64)
+        self.lengths = table["length"].to_numpy(np.int64)
+        self.n_frames = int(self.lengths.sum())
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def batch(self, which: np.ndarray) -> dict[str, Any]:
+        """The episodes at rows ``which`` as flat frames, each frame's slot in the padded layout,
+        and the batch's distinct instructions (``ids``) with each frame's row of them (``mission``)."""
+        starts, lens = self.starts[which], self.lengths[which]
+        total, max_len = int(lens.sum()), int(lens.max())
+        offsets = np.repeat(np.cumsum(lens) - lens, lens)
+        t = np.arange(total) - offsets
+        frames = np.repeat(starts, lens) + t
+        slot = np.repeat(np.arange(len(which)) * max_len, lens) + t
+        uniq, inverse = np.unique(self.mission[frames], return_inverse=True)
+        idx = torch.from_numpy(frames)
+        return {"ids": self.mission_ids[torch.from_numpy(uniq)], "mission": torch.from_numpy(inverse),
+                "images": self.images[idx], "directions": self.directions[idx],
+                "slot": torch.from_numpy(slot), "n_episodes": len(which), "max_len": max_len,
+                "actions": self.actions[idx]}
+
+    def iterate(self, batch_episodes: int):
+        """All episodes once, in order, in batches (for validation)."""
+        order = np.argsort(self.lengths, kind="stable")  # similar lengths together: less padding
+        for i in range(0, len(order), batch_episodes):
+            yield self.batch(order[i:i + batch_episodes])
+
+
+def forward_batch(agent: Agent, b: dict) -> torch.Tensor:
+    """The agent's action logits [frames, 7] for a batch of :meth:`EpisodeBatches.batch`."""
+    return agent.forward_episodes(b["ids"], b["mission"], b["images"], b["directions"], b["slot"],
+                                  b["n_episodes"], b["max_len"])
+
+
+@torch.no_grad()
+def validate(agent: Agent, data: EpisodeBatches, batch_episodes: int = 256) -> dict[str, Any]:
+    """Teacher-forced loss, accuracy and the 7x7 confusion matrix (rows: bot, columns: agent)."""
+    agent.eval()
+    loss_sum, n = 0.0, 0
+    confusion = np.zeros((7, 7), dtype=np.int64)
+    for b in data.iterate(batch_episodes):
+        logits = forward_batch(agent, b)
+        loss_sum += float(F.cross_entropy(logits, b["actions"], reduction="sum"))
+        n += len(b["actions"])
+        np.add.at(confusion, (b["actions"].numpy(), logits.argmax(1).numpy()), 1)
+    agent.train()
+    return {"loss": loss_sum / max(n, 1), "accuracy": float(np.trace(confusion) / max(n, 1)), "confusion": confusion}
+
+
+def lr_at(step: int, tc: TrainConfig) -> float:
+    """Linear warm-up to ``lr`` then cosine decay to 5% of it at ``steps``."""
+    if step < tc.warmup:
+        return tc.lr * (step + 1) / tc.warmup
+    progress = min(1.0, (step - tc.warmup) / max(1, tc.steps - tc.warmup))
+    return tc.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def split_episodes(data: demos.Demos, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) rows of the episode table; only bot successes; seeded."""
+    ok = data.episodes.index[data.episodes["success"]].to_numpy()
+    rng = np.random.default_rng([seed, 1])
+    perm = rng.permutation(ok)
+    n_val = int(round(len(ok) * val_fraction)) if val_fraction > 0 else 0
+    n_val = min(max(n_val, 1 if val_fraction > 0 else 0), len(ok) - 1)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+# --------------------------------------------------------------------------------------
+# the loop
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Progress:
+    """What a checkpoint restores: step, history, training seconds and the running loss so far."""
+
+    step: int = 0
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    running: float | None = None  # moving average of the training loss
+
+    def log(self, row: dict) -> None:
+        self.history.append({"step": self.step, "seconds": round(self.seconds, 1), **row})
+
+
+def _save_state(path: Path, agent: Agent, opt: torch.optim.Optimizer, rng: np.random.Generator,
+                prog: _Progress) -> None:
+    with cache.atomic_file(path, "wb") as f:
+        torch.save({"model": agent.state_dict(), "optimizer": opt.state_dict(), "rng": rng.bit_generator.state,
+                    "torch_rng": torch.get_rng_state(), "step": prog.step, "history": prog.history,
+                    "seconds": prog.seconds, "running": prog.running}, f)
+
+
+def _load_state(path: Path, agent: Agent, opt: torch.optim.Optimizer, rng: np.random.Generator) -> _Progress:
+    try:
+        st = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain values only: no code
+        agent.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        rng.bit_generator.state = st["rng"]
+        torch.set_rng_state(st["torch_rng"])
+        return _Progress(st["step"], st["history"], st["seconds"], st.get("running"))
+    except (RuntimeError, EOFError, KeyError, TypeError, ValueError, OSError, pickle.UnpicklingError) as exc:
+        raise cache.CorruptCache(path, f"the training state {path} cannot be read ({type(exc).__name__})",
+                              f"delete it (rm {path}); training then starts again") from exc
+
+
+class TrainingCutShort(RuntimeError):
+    """Training stopped at its time limit (``max_minutes``): the run is saved unfinished, to resume."""
+
+
+def _train_loop(agent: Agent, opt: torch.optim.Optimizer, rng: np.random.Generator, prog: _Progress,
+                tc: TrainConfig, train_set: EpisodeBatches, val_set: EpisodeBatches | None, levels: list[str],
+                seed: int, state_path: Path, progress: bool,
+                report: Callable[[int, int], None] | None = None) -> tuple[int, str]:
+    """Optimizer steps until :func:`stop_reason` says stop (or the time limit); logs into ``prog``.
+
+    Returns the frames seen this session and why training stopped.
+    """
+    agent.train()
+    t_start = time.perf_counter() - prog.seconds
+    t_session = time.perf_counter()  # max_minutes limits each session, so a cut-short run can go on
+    frames_seen = 0
+    reason = stop_reason(prog.history, tc) if prog.step else None
+    # checks before the first one that can count towards stopping would only cost time
+    first_check = max(0, tc.min_steps - (tc.goal_checks - 1) * tc.check_every) if tc.goal_checks else 0
+    with tqdm(total=tc.steps, initial=prog.step, desc="behavioral cloning", unit="step", disable=not progress) as bar:
+        while reason is None:
+            if tc.max_minutes and (time.perf_counter() - t_session) > 60 * tc.max_minutes:
+                reason = "time limit"
+                break
+            b = train_set.batch(rng.integers(0, len(train_set), tc.batch_episodes))
+            for group in opt.param_groups:
+                group["lr"] = lr_at(prog.step, tc)
+            loss = F.cross_entropy(forward_batch(agent, b), b["actions"])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(agent.parameters(), tc.grad_clip)
+            opt.step()
+            prog.step += 1
+            frames_seen += len(b["actions"])
+            value = loss.item()
+            prog.running = value if prog.running is None else 0.95 * prog.running + 0.05 * value
+            bar.update()
+            bar.set_postfix(loss=f"{prog.running:.3f}")
+            if report is not None and (prog.step % 25 == 0):
+                report(prog.step, tc.steps)
+            step, last = prog.step, prog.step == tc.steps
+            row: dict[str, Any] = {}
+            if step % 100 == 0 or last:
+                row["train_loss"] = prog.running
+            if val_set is not None and (step % tc.val_every == 0 or last):
+                v = validate(agent, val_set)
+                row.update(val_loss=v["loss"], val_accuracy=v["accuracy"])
+            if tc.check_every and step % tc.check_every == 0 and not last and step >= first_check:
+                table, _ = evaluate(agent, levels, tc.check_episodes, seed=seed + 10_000 + step)
+                row.update({f"success/{lv}": sr for lv, sr in zip(table["level"], table["success_rate"])})
+                agent.train()
+            prog.seconds = time.perf_counter() - t_start
+            if row:
+                prog.log(row)
+                reason = stop_reason(prog.history, tc)
+            if reason is None and tc.checkpoint_every and step % tc.checkpoint_every == 0:
+                _save_state(state_path, agent, opt, rng, prog)
+    return frames_seen, reason
+
+
+def train_agent(data: demos.Demos, agent_config: AgentConfig | None = None, train_config: TrainConfig | None = None,
+                seed: int = 0, data_dir: str | os.PathLike | None = None, final_eval_episodes: int = 500,
+                force: bool = False, progress: bool = True,
+                report: Callable[[int, int], None] | None = None) -> TrainedAgent:
+    """Behavioral cloning on the demonstrations ``data``; cached, resumable, seeded.
+
+    The run's folder is keyed by :func:`alignnb.agents.checkpoints.run_key` of the data set's key, the
+    configurations and the seed; a finished run is loaded, an interrupted one resumed.
+    Training uses ``train_config.threads`` torch threads (restored afterwards). ``report``,
+    if given, is called with (step, most steps) every 25 steps (for progress across processes).
+    """
+    ac, tc = agent_config or AgentConfig(), train_config or TrainConfig()
+    path = run_dir(run_key(data.key, ac, tc, seed), data_dir)
+    # one training per run at a time: a second process asking for the same run waits, then loads it
+    if (path / "meta.json").exists() and not force:  # the common case, without a lock (read-only caches work)
+        with contextlib.suppress(cache.CorruptCache):
+            return load_run(path)
+    path.mkdir(parents=True, exist_ok=True)
+    with cache.file_lock(path / ".lock", waiting=f"another process is training {path}; waiting for it to finish"):
+        if (path / "meta.json").exists() and not force:
+            try:
+                return load_run(path)
+            except cache.CorruptCache as exc:
+                warnings.warn(f"{exc.problem} in the finished run {path}: training it again", RuntimeWarning,
+                              stacklevel=2)
+                (path / "meta.json").unlink()
+                force = True
+        path.mkdir(parents=True, exist_ok=True)
+        with config.torch_threads(tc.threads):
+            return _train(data, ac, tc, seed, path, final_eval_episodes, force, progress, report)
+
+
+def _train(data: demos.Demos, ac: AgentConfig, tc: TrainConfig, seed: int, path: Path, final_eval_episodes: int,
+           force: bool, progress: bool, report: Callable[[int, int], None] | None) -> TrainedAgent:
+    vocab = Vocabulary.from_sentences(data.missions)
+    config.set_seed(seed)
+    agent = build_agent(vocab, ac)
+    save_agent(agent, path / "untrained.pt", {"trained": False})
+    train_rows, val_rows = split_episodes(data, tc.val_fraction, seed)
+    train_set = EpisodeBatches(data, vocab, ac.max_words, train_rows)
+    val_set = EpisodeBatches(data, vocab, ac.max_words, val_rows) if len(val_rows) else None
+    opt = torch.optim.AdamW(agent.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    rng = np.random.default_rng([seed, 2])
+    state_path = path / "state.pt"
+    prog = _Progress()
+    if state_path.exists() and not force:
+        try:
+            prog = _load_state(state_path, agent, opt, rng)
+        except cache.CorruptCache as exc:
+            warnings.warn(f"{exc.problem}: starting this run again from step 0", RuntimeWarning, stacklevel=3)
+            config.set_seed(seed)  # the state of a fresh run: the same seeded initialisation
+            agent = build_agent(vocab, ac)
+            opt = torch.optim.AdamW(agent.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+            rng = np.random.default_rng([seed, 2])
+    seconds_before = prog.seconds  # training time of an interrupted earlier session (0 for a fresh run)
+    frames_seen, reason = _train_loop(agent, opt, rng, prog, tc, train_set, val_set, data.levels, seed, state_path,
+                                      progress, report)
+    if reason == "time limit":  # the time limit depends on the machine: the run is kept unfinished
+        _save_state(state_path, agent, opt, rng, prog)
+        raise TrainingCutShort(f"training stopped by max_minutes={tc.max_minutes} at step {prog.step} (of at most "
+                               f"{tc.steps}): the run is not finished and is not served under its cache key. It is "
+                               f"saved in {state_path} and resumes from there when you train it again "
+                               "(rerun notebooks/02_train_agent.ipynb, or call train_agent again: each call may "
+                               "train for max_minutes more; max_minutes=0 trains to the end)")
+    _finish(path, agent, prog, tc, ac, data, val_set, len(train_set), len(val_rows), seed, final_eval_episodes,
+            frames_seen / max(prog.seconds - seconds_before, 1e-9), reason, progress)
+    state_path.unlink(missing_ok=True)
+    return load_run(path)
+
+
+def _finish(path: Path, agent: Agent, prog: _Progress, tc: TrainConfig, ac: AgentConfig, data: demos.Demos,
+            val_set: EpisodeBatches | None, n_train: int, n_val: int, seed: int, final_eval_episodes: int,
+            frames_per_second: float, reason: str, progress: bool) -> None:
+    """Final greedy and sampled evaluation, metrics, and the run's files."""
+    t_eval = time.perf_counter()
+    greedy, per_episode = evaluate(agent, data.levels, final_eval_episodes, seed=seed, greedy=True, progress=progress)
+    sampled, _ = evaluate(agent, data.levels, final_eval_episodes, seed=seed, greedy=False, progress=progress)
+    prog.history.append({"step": prog.step, "seconds": round(prog.seconds, 1),
+                         **{f"success/{lv}": sr for lv, sr in zip(greedy["level"], greedy["success_rate"])}})
+    val = validate(agent, val_set) if val_set is not None else {"loss": float("nan"), "accuracy": float("nan"),
+                                                                  "confusion": np.zeros((7, 7), int)}
+    metrics = {
+        "greedy": greedy.to_dict("records"), "sampled": sampled.to_dict("records"),
+        "val_loss": val["loss"], "val_accuracy": val["accuracy"], "confusion": val["confusion"].tolist(),
+        "steps": prog.step, "train_seconds": round(prog.seconds, 1),
+        "eval_seconds": round(time.perf_counter() - t_eval, 1),
+        "frames_per_second": round(frames_per_second, 1),  # this session
+        "parameters": count_parameters(agent), "train_episodes": n_train, "val_episodes": n_val,
+        "stop_reason": reason,
+    }
+    meta = {"params": {"levels": data.levels, "episodes_per_level": data.meta["params"]["episodes_per_level"],
+                       "demo_seed": data.meta["params"]["seed"], "seed": seed, "agent": ac.to_dict(),
+                       "train": tc.to_dict(), "final_eval_episodes": final_eval_episodes},
+            "demos": str(data.path), "versions": config.versions(), "metrics": metrics,
+            # the bits of a CPU training run depend on the thread count (matmul blocking)
+            "torch_threads": torch.get_num_threads()}  # = tc.threads (set for the run)
+    write_run(path, agent, metrics, pd.DataFrame(prog.history), per_episode, meta)

@@ -1,0 +1,259 @@
+"""Chance correction and null calibration of precision@k.
+
+R_NX(k)        Rescaled neighbourhood agreement (Lee & Verleysen, Neurocomputing 72, 2009;
+               Lee, Peluffo-Ordóñez & Verleysen, Neurocomputing 169, 2015): with Q_NX(k) the
+               mean share of each point's k nearest neighbours that the two spaces have in
+               common (= precision@k),
+                   R_NX(k) = ((n - 1) Q_NX(k) - k) / (n - 1 - k).
+               Q_NX of unrelated spaces is k / (n - 1) in expectation, so R_NX is 0 in
+               expectation for unrelated spaces and 1 for identical neighbourhoods; unlike
+               precision@k it can be compared across n and k. Its area under a log-k axis,
+               AUC = sum_k R_NX(k) / k / sum_k 1 / k (Lee et al. 2015), weights small k most.
+Calibration    Gröger, Wen & Brbić (ICML 2026, "Revisiting the Platonic Representation
+               Hypothesis: An Aristotelian View"; package ``calibrated-similarity``):
+                   s_cal = max(0, (s - tau) / (s_max - tau)),
+               tau the (1 - alpha) critical value of the permutation null, so that s_cal is 0
+               under the null with probability >= 1 - alpha and 1 for a perfect score. The
+               package takes tau as the ceil((1 - alpha)(K + 1))-th smallest of the K null
+               values *and the observed one* (the identity permutation is one of the
+               permutations), which makes the level exact for any K; :func:`calibrated` does
+               the same by default. When several layer pairs are compared and the best one is
+               kept, the null must be the distribution of that *maximum* under one permutation
+               applied to every layer (their Algorithm 2): :func:`calibrate_precision_layers`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from calibrated_similarity import calibrate, calibrate_layers
+
+from alignnb.measure.metrics import check_pair, knn_membership, overlap_from_membership, relabel_membership
+from alignnb.measure.nulls import as_scores, p_value, permutation_sampler
+
+
+def _check_n_perm(n_perm: int) -> int:
+    if int(n_perm) != n_perm or n_perm < 1:
+        raise ValueError(f"n_perm must be a positive integer, got {n_perm}")
+    return int(n_perm)
+
+
+def _check_alpha(alpha: float) -> float:
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    return float(alpha)
+
+
+
+# --------------------------------------------------------------------------------------
+# R_NX: chance-corrected neighbourhood agreement
+# --------------------------------------------------------------------------------------
+
+
+def rnx(precision, n: int, k):
+    """R_NX(k) = ((n - 1) p - k) / (n - 1 - k) for precision@k ``p`` among ``n`` sentences.
+
+    0 in expectation for unrelated spaces, 1 for identical neighbourhoods, negative when the
+    spaces agree less than chance. Works on floats and numpy arrays (``k`` may be an array of
+    the same shape as ``precision``, e.g. a precision curve); returns a float for scalar input.
+    """
+    p = np.asarray(precision, dtype=np.float64)
+    kk = np.asarray(k, dtype=np.float64)
+    if int(n) != n or n < 3:
+        raise ValueError(f"n must be an integer >= 3, got {n}")
+    if (kk < 1).any() or (kk != np.round(kk)).any():
+        raise ValueError(f"k must be a positive integer, got {k}")
+    if (kk >= n - 1).any():
+        raise ValueError(f"k={k} must be smaller than n-1={n - 1}: R_NX(k) = ((n-1)p - k)/(n-1-k) is undefined "
+                         f"at k = n-1, where every point's neighbourhood is all other points")
+    if not np.isfinite(p).all() or (p < 0).any() or (p > 1).any():
+        raise ValueError(f"precision must be in [0, 1], got {precision}")
+    out = ((n - 1) * p - kk) / (n - 1 - kk)
+    return float(out) if out.ndim == 0 else out
+
+
+def rnx_auc(ks: Sequence[int], rnx_values) -> float:
+    """Area under R_NX over log k (Lee et al. 2015): sum_k R_NX(k) / k / sum_k 1 / k over ``ks``.
+
+    Lee et al. sum over every k = 1..n-2; over a subset of ks this is the same weighting
+    restricted to those ks. 1 if R_NX = 1 at every k, 0 in expectation for unrelated spaces.
+    """
+    ks = np.asarray(ks, dtype=np.float64)
+    r = np.asarray(rnx_values, dtype=np.float64)
+    if ks.ndim != 1 or len(ks) == 0:
+        raise ValueError(f"ks must be a non-empty 1-D sequence, got shape {ks.shape}")
+    if r.shape != ks.shape:
+        raise ValueError(f"rnx_values has shape {r.shape} but ks has {ks.shape}: give one R_NX value per k")
+    if (ks < 1).any():
+        raise ValueError(f"every k must be >= 1, got {ks.tolist()}")
+    if len(np.unique(ks)) != len(ks):
+        raise ValueError(f"ks has repeated values: {ks.tolist()}")
+    if not np.isfinite(r).all():
+        raise ValueError("rnx_values has NaN or infinite values")
+    w = 1.0 / ks
+    return float((r * w).sum() / w.sum())
+
+
+# --------------------------------------------------------------------------------------
+# null calibration (Gröger, Wen & Brbić 2026)
+# --------------------------------------------------------------------------------------
+
+
+def _critical_value(score: float, null: np.ndarray, alpha: float, include_observed: bool) -> float:
+    if include_observed:  # calibrated-similarity's rule: an order statistic of {score} ∪ null
+        combined = np.sort(np.append(null, score))
+        K = len(null)
+        idx = min(max(math.ceil((1.0 - alpha) * (K + 1)) - 1, 0), K)
+        return float(combined[idx])
+    return float(np.quantile(null, 1.0 - alpha))
+
+
+def calibrated(score: float, null, alpha: float = 0.05, smax: float | None = 1.0,
+               include_observed: bool = True) -> float:
+    """Null-calibrated score (s - tau) / (smax - tau), clipped to [0, 1]; tau the null's critical value.
+
+    tau is the (1 - alpha) quantile of the permutation null. With ``include_observed=True`` (the
+    default, as in ``calibrated_similarity.calibrate``) it is the ceil((1 - alpha)(K + 1))-th
+    smallest of the K null values together with ``score``, which makes P(score > tau) <= alpha
+    exactly under the null for any K; with ``False`` it is ``np.quantile(null, 1 - alpha)``,
+    which is slightly liberal for small K. ``smax=None`` returns the unnormalised max(0, s - tau).
+    """
+    null = as_scores(null, "null")
+    alpha = _check_alpha(alpha)
+    if not np.isfinite(score):
+        raise ValueError(f"score must be finite, got {score}")
+    tau = _critical_value(float(score), null, alpha, include_observed)
+    if smax is None:
+        return max(0.0, float(score) - tau)
+    if smax <= tau:
+        raise ValueError(f"smax={smax} must exceed the null's critical value tau={tau:.4g}")
+    return float(min(1.0, max(0.0, (float(score) - tau) / (smax - tau))))
+
+
+@dataclass
+class CalibratedScore:
+    """A score and its null calibration."""
+
+    score: float  # the observed score (the aggregate over layer pairs for calibrate_precision_layers)
+    calibrated: float  # max(0, (score - tau) / (smax - tau)), in [0, 1]
+    tau: float  # the (1 - alpha) critical value of the null (calibrated_similarity's rule)
+    p_value: float  # (1 + #{null >= score}) / (1 + n_perm)
+    null: np.ndarray = field(repr=False)  # the (aggregated) score under each permutation
+    layer_scores: np.ndarray | None = field(default=None, repr=False)  # [L_A, L_B] observed, for layers
+    package: tuple = field(default=(), repr=False)  # calibrated_similarity's own (calibrated, p, tau), float32
+
+
+def _from_package(score: float, null: np.ndarray, alpha: float, pkg, layer_scores=None) -> CalibratedScore:
+    """The package's definitions evaluated in float64 on the null it generated (see calibrate_precision)."""
+    tau = _critical_value(score, null, alpha, include_observed=True)
+    value = min(1.0, max(0.0, (score - tau) / max(1.0 - tau, 1e-12)))
+    return CalibratedScore(score, value, tau, p_value(score, null), null, layer_scores,
+                           tuple(float(v) for v in pkg))
+
+
+def _index_column(n: int, tag: int = 0):
+    """[n, 2] int64 tensor: column 0 the row index, column 1 a constant tag (the layer)."""
+    return torch.stack([torch.arange(n, dtype=torch.int64), torch.full((n,), tag, dtype=torch.int64)], dim=1)
+
+
+def calibrate_precision(A, B, k: int = 15, n_perm: int = 200, seed: int = 0, alpha: float = 0.05,
+                        strata=None, ties: str = "fractional") -> CalibratedScore:
+    """precision@k calibrated with ``calibrated_similarity.calibrate`` against a permutation null.
+
+    The package applies its permutation pi as ``sim(X, Y[pi])``. Instead of the embeddings we
+    pass it the row-index column ``arange(n)`` as both X and Y, so the similarity function
+    receives pi itself and scores A against B[pi] from k-NN memberships computed once
+    (:func:`alignnb.measure.metrics.relabel_membership`): exact, and O(n k) per permutation instead of a
+    new k-NN search. Permutations come from ``perm_fn`` (seeded numpy, restricted to ``strata``
+    if given).
+
+    The package does the permuting and defines tau, the p-value and the calibrated score, but it
+    casts every score to float32: its smallest p-value with K = 19 is float32(1/20) =
+    0.0500000007 > 0.05, and near-equal scores tie or not by float32 rounding. The returned
+    values apply the package's definitions in float64 to the null it generated (ties within
+    ``TIE_TOLERANCE``); the package's own float32 triple is kept in ``.package``.
+    """
+    A, B = check_pair(A, B, k)
+    n_perm, alpha = _check_n_perm(n_perm), _check_alpha(alpha)
+    n = len(A)
+    ma, mb = knn_membership(A, k, ties), knn_membership(B, k, ties)
+    identity = np.arange(n)
+    values: list[float] = []
+
+    def sim(x, y) -> float:
+        perm = y[:, 0].numpy()
+        m = mb if np.array_equal(perm, identity) else relabel_membership(mb, perm)
+        v = float(overlap_from_membership(ma, m).mean())
+        values.append(v)
+        return v
+
+    draw = permutation_sampler(n, strata, np.random.default_rng(seed))
+    idx = _index_column(n)
+    pkg = calibrate(idx, idx, sim, K=n_perm, alpha=alpha, smax=1.0,
+                    perm_fn=lambda n_, device: torch.from_numpy(draw()))
+    return _from_package(values[0], np.asarray(values[1:]), alpha, pkg)
+
+
+AGGREGATIONS = ("max", "mean")
+
+
+def calibrate_precision_layers(A_layers, B_layers, k: int = 15, n_perm: int = 200, seed: int = 0,
+                               agg: str = "max", alpha: float = 0.05, strata=None,
+                               ties: str = "fractional") -> CalibratedScore:
+    """Aggregation-aware calibration (``calibrated_similarity.calibrate_layers``) of precision@k.
+
+    ``A_layers`` / ``B_layers``: lists of [n, d_l] arrays (or one array) embedding the same
+    sentences. The observed statistic is ``agg`` ("max": the best layer pair; "mean") of the
+    [L_A, L_B] precision matrix; the null is the same aggregate under each permutation, the SAME
+    permutation applied to every B layer, so taking the best pair is paid for. As in
+    :func:`calibrate_precision`, the package is given tagged index columns (row index, layer
+    number), so each call scores layer i of A against layer j of B[pi] from memberships computed
+    once per layer; the relabelled memberships are cached per permutation. The returned values
+    are the package's definitions in float64 (see :func:`calibrate_precision`).
+    """
+    if agg not in AGGREGATIONS:
+        raise ValueError(f"agg must be one of {AGGREGATIONS}, got {agg!r}")
+    A_layers = [A_layers] if isinstance(A_layers, np.ndarray) or hasattr(A_layers, "shape") else list(A_layers)
+    B_layers = [B_layers] if isinstance(B_layers, np.ndarray) or hasattr(B_layers, "shape") else list(B_layers)
+    if not A_layers or not B_layers:
+        raise ValueError("A_layers and B_layers must each hold at least one layer")
+    n_perm, alpha = _check_n_perm(n_perm), _check_alpha(alpha)
+    n = len(A_layers[0])
+    for name, layers in (("A_layers", A_layers), ("B_layers", B_layers)):
+        for i, X in enumerate(layers):
+            if len(X) != n:
+                raise ValueError(f"{name}[{i}] has {len(X)} rows but A_layers[0] has {n}: every layer must embed "
+                                 f"the same sentences")
+    checked = [check_pair(A_layers[0], X, k)[1] for X in list(A_layers) + list(B_layers)]
+    ma = [knn_membership(X, k, ties) for X in checked[:len(A_layers)]]
+    mb = [knn_membership(X, k, ties) for X in checked[len(A_layers):]]
+    LA, LB = len(ma), len(mb)
+    identity = np.arange(n)
+    cache: dict = {"key": None, "m": {}}
+    calls: list[tuple[int, int, float]] = []
+
+    def sim(x, y) -> float:
+        i, j = int(x[0, 1]), int(y[0, 1])
+        perm = y[:, 0].numpy()
+        key = perm.tobytes()
+        if key != cache["key"]:
+            cache["key"], cache["m"] = key, {}
+        if j not in cache["m"]:
+            cache["m"][j] = mb[j] if np.array_equal(perm, identity) else relabel_membership(mb[j], perm)
+        v = float(overlap_from_membership(ma[i], cache["m"][j]).mean())
+        calls.append((i, j, v))
+        return v
+
+    draw = permutation_sampler(n, strata, np.random.default_rng(seed))
+    X_idx = [_index_column(n, i) for i in range(LA)]
+    Y_idx = [_index_column(n, j) for j in range(LB)]
+    pkg = calibrate_layers(X_idx, Y_idx, sim, agg=agg, K=n_perm, alpha=alpha, smax=1.0,
+                           perm_fn=lambda n_, device: torch.from_numpy(draw()))
+    S = np.empty((n_perm + 1, LA, LB))
+    for c, (i, j, v) in enumerate(calls):  # the package calls sim in (permutation, i, j) order
+        S[c // (LA * LB), i, j] = v
+    aggregate = S.reshape(n_perm + 1, -1).max(1) if agg == "max" else S.reshape(n_perm + 1, -1).mean(1)
+    return _from_package(float(aggregate[0]), aggregate[1:], alpha, pkg, S[0])

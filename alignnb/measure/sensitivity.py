@@ -1,0 +1,251 @@
+"""Stage 4: how each headline comparison moves with the analysis choices the paper leaves open.
+
+Every row of :func:`sensitivity_table` is one setting of one choice (k, the sentences, N,
+pooling, layer, hygiene), with precision@k beside its chance level k/(n-1), R_NX, the 95%
+quantile of its permutation null and the calibrated score (:mod:`alignnb.measure.calibration`).
+Where a number is a maximum over layers ("best layer"), its null takes the same maximum
+under one permutation applied to every layer, so the choice made on these data is paid for.
+:func:`robust_conclusions` reads the table per metric (raw precision, R_NX, calibrated) and
+adds the null axis (global, within level, within verb) from the headline table.
+:func:`precision_vs_n` measures how precision and R_NX depend on the number of sentences.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from itertools import combinations
+
+import numpy as np
+import pandas as pd
+
+from alignnb.measure import calibration
+from alignnb.measure import metrics
+from alignnb.extract.embeddings import Embeddings, check_all, check_same_sentences
+from alignnb.measure.preprocessing import HYGIENES, preprocess
+from alignnb.core.progress import tqdm
+from alignnb.extract.models import LANGUAGE_FAMILIES, family_of, get_spec
+
+#: The subset sizes of the size axis (those below the number of sentences are used).
+SUBSET_SIZES = (36, 50, 100, 200, 300, 400)
+#: The metrics that :func:`robust_conclusions` reads, and each one's zero: a value above it is "above chance".
+CONCLUSION_METRICS = ("precision", "rnx", "calibrated")
+
+
+def _score_row(A: np.ndarray, B: np.ndarray, k: int, n_perm: int, seed: int) -> dict[str, float]:
+    """precision@k, chance, R_NX, null 95% quantile and calibrated score of A against B."""
+    n = len(A)
+    cal = calibration.calibrate_precision(A, B, k, n_perm=n_perm, seed=seed)
+    return {"k": k, "n": n, "precision": cal.score, "chance": metrics.chance_precision(n, k),
+            "rnx": calibration.rnx(cal.score, n, k), "null_q95": float(np.percentile(cal.null, 95)),
+            "calibrated": cal.calibrated}
+
+
+def sensitivity_table(reference: Embeddings, others: Mapping[str, Embeddings],
+                      all_layers: Mapping[tuple[str, str], Embeddings], sentence_levels: Sequence[str],
+                      k: int = 15, ks: Sequence[int] = (5, 10, 15, 30), n_perm: int = 200, seed: int = 0,
+                      subset_sizes: Sequence[int] = (100, 300), draws: int = 20) -> pd.DataFrame:
+    """Agent-vs-model precision@k under each open choice, with chance, R_NX, null and calibration.
+
+    ``others``: each model's default embedding; ``all_layers``: {(model, pooling): all-layer
+    set} for the language models; ``sentence_levels``: the level of each sentence. Rows:
+    model, family, choice (k / sentences / N / pooling / layer / hygiene), setting, k, n,
+    precision, chance, rnx, null_q95, calibrated. The N rows are means over ``draws`` random
+    subsets and carry no null.
+    """
+    ref = reference.vectors
+    n = len(ref)
+    levels = np.asarray(sentence_levels)
+    rows = []
+
+    def add(model: str, choice: str, setting: str, values: dict) -> None:
+        rows.append({"model": model, "family": family_of(model), "choice": choice, "setting": setting, **values})
+
+    with tqdm(total=len(others) + len(all_layers), desc="sensitivity", unit="space", leave=False) as bar:
+        for i, (model, emb) in enumerate(others.items()):
+            check_same_sentences(reference, emb)
+            B = emb.vectors
+            s = seed + i
+            for kk in (kk for kk in ks if kk < n - 1):
+                add(model, "k", f"k={kk}", _score_row(ref, B, kk, n_perm, s))
+            for level in dict.fromkeys(sentence_levels):
+                keep = np.flatnonzero(levels == level)
+                kk = min(k, len(keep) // 3)
+                if kk >= 1 and len(keep) > kk + 2:
+                    add(model, "sentences", level.removeprefix("BabyAI-").removesuffix("-v0"),
+                        _score_row(ref[keep], B[keep], kk, n_perm, s))
+            add(model, "sentences", "all levels", _score_row(ref, B, k, n_perm, s))
+            for size in (m for m in subset_sizes if k + 2 < m < n):
+                add(model, "N", f"N={size} (mean of {draws} random subsets)", _subset_mean(ref, B, k, size, draws, s))
+            for h in HYGIENES:
+                add(model, "hygiene", h, _score_row(preprocess(ref, h), preprocess(B, h), k, n_perm, s))
+            bar.update(1)
+        for j, ((model, pooling), emb) in enumerate(all_layers.items()):
+            check_same_sentences(reference, emb)
+            add(model, "pooling", f"{pooling} (last layer)", _score_row(ref, emb.vectors[-1], k, n_perm, seed + j))
+            if pooling == get_spec(model).pooling:
+                add(model, "layer", "last", _score_row(ref, emb.vectors[-1], k, n_perm, seed + j))
+                best = calibration.calibrate_precision_layers(ref, list(emb.vectors), k, n_perm=n_perm, seed=seed + j)
+                layer = int(np.argmax(best.layer_scores[0]))
+                add(model, "layer", f"best ({layer} of {len(emb.vectors) - 1}; chosen on these data, null of the max)",
+                    {"k": k, "n": n, "precision": best.score, "chance": metrics.chance_precision(n, k),
+                     "rnx": calibration.rnx(best.score, n, k), "null_q95": float(np.percentile(best.null, 95)),
+                     "calibrated": best.calibrated})
+            bar.update(1)
+    return pd.DataFrame(rows)
+
+
+def _subset_mean(A: np.ndarray, B: np.ndarray, k: int, size: int, draws: int, seed: int) -> dict[str, float]:
+    rng = np.random.default_rng([seed, size])
+    values = []
+    for _ in range(draws):
+        keep = np.sort(rng.choice(len(A), size=size, replace=False))
+        values.append(metrics.precision_at_k(A[keep], B[keep], k))
+    p = float(np.mean(values))
+    return {"k": k, "n": size, "precision": p, "chance": metrics.chance_precision(size, k),
+            "rnx": calibration.rnx(p, size, k), "null_q95": np.nan, "calibrated": np.nan}
+
+
+def _above_chance(sub: pd.DataFrame, metric: str) -> pd.Series:
+    if metric == "precision":  # beyond the permutation null where there is one, else twice chance
+        bar = sub["null_q95"].where(sub["null_q95"].notna(), 2 * sub["chance"])
+        return sub["precision"] > bar
+    return sub[metric] > 0
+
+
+def robust_conclusions(sens: pd.DataFrame, summary: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Which comparisons hold in every setting of the sensitivity table, for each metric.
+
+    For each metric of :data:`CONCLUSION_METRICS` and each (choice, setting) where the models
+    have a value: does each language model align with the agent above chance (precision above
+    its null's 95% quantile, R_NX or calibrated score above 0); does every decoder beat every
+    other language model; does each language model beat each control? With ``summary`` (the
+    headline table), also: does each language model beat the global, within-level and
+    within-verb permutation nulls (p < 0.05)? Columns: comparison, metric, holds_in, settings,
+    survives_every_choice.
+    """
+    fam = sens.drop_duplicates("model").set_index("model")["family"]
+    lm = [m for m in fam.index if fam[m] in LANGUAGE_FAMILIES]
+    controls = [m for m in fam.index if fam[m] == "control"]
+    decoders = [m for m in lm if fam[m] == "decoder LLM"]
+    others = [m for m in lm if fam[m] != "decoder LLM"]
+    rows = []
+
+    def record(label: str, metric: str, holds: pd.Series) -> None:
+        holds = holds.dropna()
+        if len(holds):
+            rows.append({"comparison": label, "metric": metric, "holds_in": int(holds.sum()), "settings": len(holds),
+                         "survives_every_choice": bool(holds.all())})
+
+    for metric in CONCLUSION_METRICS:
+        valid = sens[sens[metric].notna()]
+        by = valid.pivot_table(index=["choice", "setting"], columns="model", values=metric, aggfunc="first")
+        for m in lm:
+            sub = valid[valid["model"] == m]
+            record(f"{m} aligns with the agent above chance", metric, _above_chance(sub, metric))
+        if decoders and others:
+            both = by[[c for c in decoders + others if c in by]].dropna()
+            if set(decoders + others) <= set(both.columns):
+                record("every decoder LLM > every other language model", metric,
+                       both[decoders].min(axis=1) > both[others].max(axis=1))
+        for c in controls:
+            for m in lm:
+                if c in by and m in by:
+                    pair = by[[m, c]].dropna()
+                    record(f"{m} > control {c}", metric, pair[m] > pair[c])
+    if summary is not None:
+        nulls = [col for col in ("p_value", "p_within_level", "p_within_verb") if col in summary]
+        for _, r in summary[summary["model"].isin(lm)].iterrows():
+            record(f"{r['model']} beats the global, within-level and within-verb nulls (p < 0.05)", "permutation null",
+                   pd.Series([r[c] < 0.05 for c in nulls]))
+    return pd.DataFrame(rows, columns=["comparison", "metric", "holds_in", "settings", "survives_every_choice"])
+
+
+# --------------------------------------------------------------------------------------
+# size dependence
+# --------------------------------------------------------------------------------------
+
+
+def balanced_subset(levels: Sequence[str], size: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of ``size`` sentences with each level as equally represented as its size allows.
+
+    Each level gets an equal quota; a level smaller than its quota gives all its sentences and
+    the rest of its quota is shared among the larger levels.
+    """
+    levels = np.asarray(levels)
+    groups = {lv: np.flatnonzero(levels == lv) for lv in dict.fromkeys(levels.tolist())}
+    if size > len(levels):
+        raise ValueError(f"a subset of {size} from {len(levels)} sentences")
+    quota, left, remaining = {}, size, dict(groups)
+    while remaining:
+        share = left // len(remaining)
+        small = {lv: g for lv, g in remaining.items() if len(g) <= share}
+        if not small:
+            for i, lv in enumerate(remaining):  # the remainder to the first levels
+                quota[lv] = share + (1 if i < left - share * len(remaining) else 0)
+            break
+        for lv, g in small.items():
+            quota[lv], left = len(g), left - len(g)
+            del remaining[lv]
+    return np.sort(np.concatenate([rng.choice(groups[lv], size=q, replace=False) for lv, q in quota.items()]))
+
+
+def default_pairs(keys: Sequence[str], reference: str = "agent") -> list[tuple[str, str]]:
+    """The pairs of the size curves: the reference against every other space, and every two language models."""
+    lm = [m for m in keys if family_of(m) in LANGUAGE_FAMILIES]
+    return [(reference, m) for m in keys if m != reference] + list(combinations(lm, 2))
+
+
+def precision_vs_n(spaces: Mapping[str, Embeddings], pairs: Sequence[tuple[str, str]], sentence_levels: Sequence[str],
+                   k: int = 15, sizes: Sequence[int] = SUBSET_SIZES, draws: int = 20, seed: int = 0,
+                   progress: Callable | None = None) -> pd.DataFrame:
+    """precision@k and R_NX of each pair on subsets of N sentences, N from ``sizes`` and all of them.
+
+    For each N: ``draws`` random subsets and ``draws`` level-balanced ones
+    (:func:`balanced_subset`), the same subsets for every pair. Columns: model_a, model_b, n,
+    subset (random / level-balanced), k, precision (mean over draws), precision_sd, chance
+    (k/(n-1)), rnx (of the mean precision), draws.
+    """
+    keys = check_all(spaces)
+    n_all = len(spaces[keys[0]].sentences)
+    ns = [m for m in sizes if k + 2 < m < n_all] + [n_all]
+    used = sorted({m for pair in pairs for m in pair})
+    rng = np.random.default_rng(seed)
+    rows = []
+    for n in (progress(ns) if progress else ns):
+        for subset in ("random", "level-balanced"):
+            reps = 1 if n == n_all else draws
+            values = {pair: [] for pair in pairs}
+            for _ in range(reps):
+                keep = (np.arange(n_all) if n == n_all else np.sort(rng.choice(n_all, n, replace=False))
+                        if subset == "random" else balanced_subset(sentence_levels, n, rng))
+                member = {m: metrics.knn_membership(spaces[m].vectors[keep], k) for m in used}
+                for a, b in pairs:
+                    values[(a, b)].append(float(metrics.overlap_from_membership(member[a], member[b]).mean()))
+            for (a, b), v in values.items():
+                p = float(np.mean(v))
+                rows.append({"model_a": a, "model_b": b, "n": n, "subset": subset, "k": k, "precision": p,
+                             "precision_sd": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
+                             "chance": metrics.chance_precision(n, k), "rnx": calibration.rnx(p, n, k),
+                             "draws": reps})
+    return pd.DataFrame(rows)
+
+
+def attribute_order_example(attributes: pd.DataFrame, k: int = 15) -> dict[str, float]:
+    """Two spaces that rank the same sentences by different attributes, and their agreement.
+
+    "colour first": one-hot colour x 10 + one-hot object x 1; "object first": the weights
+    swapped (determiner and location one-hots x 0.1 in both, to break ties). On a small
+    sentence set they can share every k-neighbourhood although they order the neighbours
+    differently: when k covers whole attribute groups, the sets are fixed by the grammar, and
+    neither precision@k nor R_NX (1 when precision is 1) can see the ordering; only a smaller k
+    can. Returns n, k, precision, chance and rnx.
+    """
+    def onehot(column: str) -> np.ndarray:
+        return pd.get_dummies(attributes[column].fillna("none").astype(str)).to_numpy(float)
+
+    minor = np.hstack([onehot("det"), onehot("loc")]) * 0.1
+    colour_first = np.hstack([10 * onehot("color"), onehot("object"), minor])
+    object_first = np.hstack([onehot("color"), 10 * onehot("object"), minor])
+    n = len(attributes)
+    p = metrics.precision_at_k(colour_first, object_first, k)
+    return {"n": n, "k": k, "precision": p, "chance": metrics.chance_precision(n, k), "rnx": calibration.rnx(p, n, k)}
