@@ -195,8 +195,10 @@ def test_explorer_says_why_an_impossible_k_cannot_be_shown(planted):
         assert ex.neighbours_html.value == "" and bytes(ex.heatmap_png.value) == png
         with pytest.raises(ValueError, match="not possible"):
             ex.static()
-    ex.k.value = n - 1  # the largest k that works: every other sentence is a neighbour
-    assert f"precision@{n - 1}" in ex.score_html.value and "= <b class='alignnb-value'>1.000</b>" in ex.score_html.value
+    ex.k.value = n - 1  # every other sentence a neighbour in every space: no information (check_k's bound)
+    assert "alignnb-message" in ex.score_html.value and f"n-2 = {n - 2}" in ex.score_html.value
+    ex.k.value = n - 2  # the largest k that works: each sentence leaves out one other
+    assert f"precision@{n - 2}" in ex.score_html.value and "alignnb-message" not in ex.score_html.value
 
 
 def test_tie_table_and_order_free_attribute_shares(planted):

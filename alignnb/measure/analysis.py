@@ -18,21 +18,23 @@ import numpy as np
 import pandas as pd
 from alignnb.core.progress import tqdm
 
-from alignnb.measure import calibration
-from alignnb.measure import metrics
-from alignnb.measure import nulls
-from alignnb.extract.embeddings import Embeddings, check_all, check_same_sentences
-from alignnb.measure.preprocessing import deconfounded_cka, deconfounded_rsa, preprocess
 from alignnb.extract.controls import bag_of_words
+from alignnb.extract.embeddings import Embeddings, check_all, check_same_sentences
 from alignnb.extract.models import family_of, get_spec, language_models
+from alignnb.measure import calibration, metrics, nulls
+from alignnb.measure.checks import usable_ks
+from alignnb.measure.preprocessing import deconfounded_cka, deconfounded_rsa, preprocess
+# the agent-variant tables were part of this module: re-exported so ``analysis.variant_table`` keeps working
+from alignnb.measure.variants import (INTERVAL_FACTORS, Variant, agreement_table, ceiling_summary,  # noqa: F401
+                                      reference_spaces, variant_markdown, variant_summary, variant_table)
 
 
 def pairwise_matrix(spaces: Mapping[str, Embeddings], metric: str = "precision", k: int = 15) -> pd.DataFrame:
     """Symmetric [model x model] matrix of a registered metric (:data:`alignnb.measure.metrics.METRICS`)."""
     m = metrics.get_metric(metric)
     keys = check_all(spaces)
-    if m.uses_k:
-        metrics.check_pair(spaces[keys[0]].vectors, spaces[keys[0]].vectors, k)
+    metrics.check_pair(spaces[keys[0]].vectors, spaces[keys[0]].vectors)
+    m.check_k(k, len(spaces[keys[0]].sentences))
     prepared = {key: m.prepare(spaces[key].vectors, k) for key in keys}  # neighbours once per space
     out = pd.DataFrame(np.nan, index=keys, columns=keys)
     for a in keys:
@@ -42,41 +44,50 @@ def pairwise_matrix(spaces: Mapping[str, Embeddings], metric: str = "precision",
     return out
 
 
-def precision_vs_k(spaces: Mapping[str, Embeddings], reference: str = "agent", ks: Sequence[int] = range(1, 51),
-                   n_perm: int = 200, seed: int = 0) -> pd.DataFrame:
-    """precision@k of ``reference`` against every other space for each k, with chance and null band.
+#: The ks of the precision curves (those that :func:`~alignnb.measure.checks.check_k` accepts are used).
+CURVE_KS = range(1, 51)
+#: At most this many permutations for the nulls drawn per k or per setting (curves, sensitivity).
+CURVE_PERMUTATIONS = 200
 
-    Columns: model, family, k, precision, chance (k/(n-1)), null_low, null_high (2.5 and 97.5
-    percentiles of the permutation null).
+
+def curve_permutations(n_perm: int, cap: int = CURVE_PERMUTATIONS) -> int:
+    """Permutations of the nulls drawn for every k or setting: the headline's ``n_perm``, at most ``cap``."""
+    return min(int(n_perm), int(cap))
+
+
+def precision_vs_k(spaces: Mapping[str, Embeddings], reference: str = "agent", ks: Sequence[int] = CURVE_KS,
+                   n_perm: int = 200, seed: int = 0, metric: str = "precision") -> pd.DataFrame:
+    """A k-NN metric (precision@k) of ``reference`` against every other space for each k, with chance and null band.
+
+    The ks that :func:`~alignnb.measure.checks.check_k` accepts for n sentences are used. The
+    null is the engine's (:func:`alignnb.measure.nulls.prepared_null`): the same ``n_perm``
+    permutations for every k and every model. Columns: model, family, k, precision, chance
+    (k/(n-1)), null_low, null_high (2.5 and 97.5 percentiles of the permutation null).
     """
+    m = metrics.get_metric(metric)
+    if not m.uses_k:
+        raise ValueError(f"precision_vs_k draws a curve over k: {m.name!r} does not use k; choose one of "
+                         f"{[x.name for x in metrics.k_metrics()]}")
     keys = check_all(spaces)
     ref = spaces[reference].vectors
     n = len(ref)
     asked = list(ks)
-    ks = [k for k in asked if k < n]
+    ks = usable_ks(asked, n)
     if not ks:
-        raise ValueError(f"every k of {asked} is at least the number of sentences n={n}: choose k < n")
-    rng = np.random.default_rng(seed)
-    perms = [rng.permutation(n) for _ in range(n_perm)]
-    ma = {k: metrics.knn_membership(ref, k) for k in ks}
+        raise ValueError(f"no k of {asked} is usable with n={n} sentences: k must be from 1 to n-2 = {n - 2}")
+    ma = [m.prepare(ref, k) for k in ks]
     rows = []
-    for key in tqdm([key for key in keys if key != reference], desc="precision vs k", leave=False):
-        mb = {k: metrics.knn_membership(spaces[key].vectors, k) for k in ks}
-        null = np.empty((n_perm, len(ks)))
-        for p, perm in enumerate(perms):
-            null[p] = [metrics.overlap_from_membership(ma[k], metrics.relabel_membership(mb[k], perm)).mean()
-                       for k in ks]
+    for key in tqdm([key for key in keys if key != reference], desc=f"{m.name} vs k", leave=False):
+        res = nulls.prepared_null(m, ma, [m.prepare(spaces[key].vectors, k) for k in ks], n, n_perm, seed)
         for j, k in enumerate(ks):
-            rows.append({"model": key, "family": family_of(key), "k": k,
-                         "precision": float(metrics.overlap_from_membership(ma[k], mb[k]).mean()),
+            rows.append({"model": key, "family": family_of(key), "k": k, m.headline: float(res.observed[j]),
                          "chance": metrics.chance_precision(n, k),
-                         "null_low": float(np.percentile(null[:, j], 2.5)),
-                         "null_high": float(np.percentile(null[:, j], 97.5))})
+                         "null_low": float(res.null_low[j]), "null_high": float(res.null_high[j])})
     return pd.DataFrame(rows)
 
 
 def layer_sweep(layers: Embeddings, reference: Embeddings, k: int = 15) -> pd.DataFrame:
-    """precision@k of ``reference`` against each layer of an all-layers set (columns layer, precision)."""
+    """precision@k of ``reference`` against each layer of an all-layers set (columns model, layer, precision)."""
     check_same_sentences(layers, reference)
     if layers.vectors.ndim != 3:
         raise ValueError(f"{layers.model}: expected an all-layers set (embed with layer='all')")
@@ -87,8 +98,28 @@ def layer_sweep(layers: Embeddings, reference: Embeddings, k: int = 15) -> pd.Da
     return pd.DataFrame(rows)
 
 
-#: The attributes whose values the headline interval resamples (a crossed design).
-INTERVAL_FACTORS = ("color", "object")
+def layer_sweeps(all_layers: Mapping[tuple[str, str], Embeddings], reference: Embeddings, k: int = 15,
+                 exclude: str | None = None) -> pd.DataFrame:
+    """:func:`layer_sweep` of every all-layers set {(model, pooling): set} except model ``exclude``'s.
+
+    ``exclude`` defaults to the reference's model. Columns model, layer, precision, pooling; an
+    empty frame with those columns if no set is left.
+    """
+    exclude = reference.model if exclude is None else exclude
+    sweeps = [layer_sweep(emb, reference, k).assign(pooling=pooling)
+              for (model, pooling), emb in all_layers.items() if model != exclude]
+    if not sweeps:
+        return pd.DataFrame(columns=["model", "layer", "precision", "pooling"])
+    return pd.concat(sweeps, ignore_index=True)
+
+
+#: The headline table's columns, in the order of the committed ``figures/alignment_summary.csv``.
+SUMMARY_COLUMNS = ("model", "family", "k", "n", "precision", "chance", "rnx", "rnx_auc", "calibrated", "null_q95",
+                   "p_value", "p_within_level", "p_within_verb", "ci_low", "ci_high", "level_balanced", "ci_low_iid",
+                   "ci_high_iid", "precision_centred", "rnx_centred", "procrustes_disparity", "retrieval_top1",
+                   "procrustes_p", "cka", "cka_p", "cka_biased", "rsa", "cka_deconfounded", "rsa_deconfounded")
+#: The restricted nulls of the headline: column -> the attribute whose values are the strata.
+RESTRICTED_NULLS = {"p_within_level": "level", "p_within_verb": "verb"}
 
 
 def summary_table(spaces: Mapping[str, Embeddings], reference: str = "agent", k: int = 15, n_perm: int = 1000,
@@ -96,9 +127,9 @@ def summary_table(spaces: Mapping[str, Embeddings], reference: str = "agent", k:
                   ks_auc: Sequence[int] = range(1, 51)) -> pd.DataFrame:
     """The headline table: one row per model compared with ``reference``, every number beside its null.
 
-    Columns:
+    Columns (:data:`SUMMARY_COLUMNS`):
     - k, n, precision (precision@k), chance (k/(n-1)), rnx (R_NX(k), 0 for unrelated spaces),
-      rnx_auc (area under R_NX over log k for ``ks_auc``);
+      rnx_auc (area under R_NX over log k for the usable ks of ``ks_auc``);
     - calibrated ((s - tau)/(1 - tau) clipped at 0, tau the null's critical value), null_q95,
       p_value (global permutation null, ``n_perm`` draws), p_within_level and p_within_verb
       (restricted nulls: sentences shuffled only within their level / verb);
@@ -106,10 +137,12 @@ def summary_table(spaces: Mapping[str, Embeddings], reference: str = "agent", k:
       design); ci_low_iid, ci_high_iid: the naive interval over sentences, for comparison;
       level_balanced: the mean of the per-level precisions;
     - precision_centred, rnx_centred: the same after mean-centring both spaces;
-    - procrustes_disparity with procrustes_p, retrieval_top1; cka (unbiased linear CKA) with
-      cka_p; cka_biased; rsa; cka_deconfounded and rsa_deconfounded (the bag-of-words
-      similarity regressed out, Cui et al. 2022). The CKA and Procrustes nulls use
-      max(99, n_perm // 5) draws: each recomputes a decomposition.
+    - every other registered metric with a ``headline`` column (:data:`alignnb.measure.metrics.METRICS`:
+      procrustes_disparity, cka (unbiased), cka_biased, rsa), with its permutation p-value
+      where it has a ``headline_p`` column (procrustes_p, cka_p; a "rescore" null of
+      max(99, n_perm // 5) draws, :meth:`~alignnb.measure.metrics.Metric.null_draws`);
+      retrieval_top1 (cross-validated Procrustes retrieval); cka_deconfounded and
+      rsa_deconfounded (the bag-of-words similarity regressed out, Cui et al. 2022).
 
     ``attributes`` (indexed by sentence, with level, verb, color and object) is needed for the
     restricted nulls, the attribute interval and the level-balanced mean.
@@ -121,38 +154,49 @@ def summary_table(spaces: Mapping[str, Embeddings], reference: str = "agent", k:
     attrs = attributes.loc[sentences] if attributes is not None else None
     lexical = bag_of_words(sentences)[0]
     ref_centred = preprocess(ref, "centred")
-    ks_auc = [kk for kk in ks_auc if kk < n - 1]
+    ks_auc = usable_ks(ks_auc, n)
     ref_members = {kk: metrics.knn_membership(ref, kk) for kk in ks_auc}
-    n_slow = max(99, n_perm // 5)
+    others = [m for m in metrics.METRICS.values() if m.headline and not m.uses_k]
     rows = []
     for key in tqdm([key for key in keys if key != reference], desc="headline table", leave=False):
         B = spaces[key].vectors
-        cal = calibration.calibrate_precision(ref, B, k, n_perm=n_perm, seed=seed)
-        per = metrics.per_sentence_precision(ref, B, k)
-        iid = nulls.query_interval(per, n_boot=n_boot, seed=seed)
-        row = {"model": key, "family": family_of(key), "k": k, "n": n, "precision": cal.score,
-               "chance": metrics.chance_precision(n, k), "rnx": calibration.rnx(cal.score, n, k),
-               "rnx_auc": calibration.rnx_auc(ks_auc, [calibration.rnx(metrics.overlap_from_membership(
-                   ref_members[kk], metrics.knn_membership(B, kk)).mean(), n, kk) for kk in ks_auc]),
-               "calibrated": cal.calibrated, "null_q95": float(np.percentile(cal.null, 95)), "p_value": cal.p_value}
-        if attrs is not None:
-            for name, column in (("p_within_level", "level"), ("p_within_verb", "verb")):
-                row[name] = nulls.permutation_null("precision", ref, B, k, n_perm, seed, strata=attrs[column]).p_value
-            ci = nulls.attribute_bootstrap_ci(per, {f: attrs[f].to_numpy() for f in INTERVAL_FACTORS},
-                                              n_boot=n_boot, seed=seed)
-            row.update(ci_low=ci.low, ci_high=ci.high, level_balanced=nulls.level_balanced_mean(per, attrs["level"]))
-        row.update(ci_low_iid=iid.low, ci_high_iid=iid.high)
+        row = {"model": key, "family": family_of(key),
+               **_precision_columns(ref, B, k, n_perm, n_boot, seed, attrs, ref_members)}
         centred = metrics.precision_at_k(ref_centred, preprocess(B, "centred"), k)
         row.update(precision_centred=centred, rnx_centred=calibration.rnx(centred, n, k))
-        pr = metrics.procrustes(ref, B, seed=seed)
-        row.update(procrustes_disparity=pr.disparity, retrieval_top1=pr.retrieval_top1,
-                   procrustes_p=nulls.permutation_null("procrustes_disparity", ref, B, n_perm=n_slow, seed=seed).p_value)
-        cka = nulls.permutation_null("cka_unbiased", ref, B, n_perm=n_slow, seed=seed)
-        row.update(cka=cka.observed, cka_p=cka.p_value, cka_biased=metrics.cka(ref, B), rsa=metrics.rsa(ref, B),
-                   cka_deconfounded=_or_nan(deconfounded_cka, ref, B, lexical),
+        for m in others:
+            row[m.headline] = m.value(ref, B, k)
+            if m.headline_p:
+                row[m.headline_p] = nulls.permutation_null(m, ref, B, n_perm=m.null_draws(n_perm, 5, 99),
+                                                           seed=seed).p_value
+        row["retrieval_top1"] = metrics.procrustes(ref, B, seed=seed).retrieval_top1
+        row.update(cka_deconfounded=_or_nan(deconfounded_cka, ref, B, lexical),
                    rsa_deconfounded=_or_nan(deconfounded_rsa, ref, B, lexical))
         rows.append(row)
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    return out[[c for c in SUMMARY_COLUMNS if c in out] + [c for c in out if c not in SUMMARY_COLUMNS]]
+
+
+def _precision_columns(ref: np.ndarray, B: np.ndarray, k: int, n_perm: int, n_boot: int, seed: int,
+                       attrs: pd.DataFrame | None, ref_members: Mapping[int, object]) -> dict[str, float]:
+    """The headline's precision@k columns of one space: score, chance, R_NX, calibration, nulls, intervals."""
+    n = len(ref)
+    cal = calibration.calibrate_precision(ref, B, k, n_perm=n_perm, seed=seed)
+    per = metrics.per_sentence_precision(ref, B, k)
+    iid = nulls.query_interval(per, n_boot=n_boot, seed=seed)
+    auc = calibration.rnx_auc(list(ref_members), [calibration.rnx(metrics.overlap_from_membership(
+        members, metrics.knn_membership(B, kk)).mean(), n, kk) for kk, members in ref_members.items()])
+    row = {"k": k, "n": n, "precision": cal.score, "chance": metrics.chance_precision(n, k),
+           "rnx": calibration.rnx(cal.score, n, k), "rnx_auc": auc, "calibrated": cal.calibrated,
+           "null_q95": cal.null_q95, "p_value": cal.p_value}
+    if attrs is not None:
+        for name, column in RESTRICTED_NULLS.items():
+            row[name] = nulls.permutation_null("precision", ref, B, k, n_perm, seed, strata=attrs[column]).p_value
+        ci = nulls.attribute_bootstrap_ci(per, {f: attrs[f].to_numpy() for f in INTERVAL_FACTORS},
+                                          n_boot=n_boot, seed=seed)
+        row.update(ci_low=ci.low, ci_high=ci.high, level_balanced=nulls.level_balanced_mean(per, attrs["level"]))
+    row.update(ci_low_iid=iid.low, ci_high_iid=iid.high)
+    return row
 
 
 def _or_nan(fn: Callable[..., float], *args: np.ndarray) -> float:
@@ -260,107 +304,15 @@ def headline_lines(summary: pd.DataFrame, conclusions: pd.DataFrame) -> list[str
     return lines
 
 
+def procrustes_target(language_models: Sequence[str]) -> str:
+    """The space that the Procrustes picture maps the reference onto: the first language model,
+    else the grammar control ``bag-of-attributes``."""
+    return language_models[0] if language_models else "bag-of-attributes"
+
+
 def spaces_to_picture(keys: Sequence[str], reference: str = "agent", limit: int = 6) -> list[str]:
     """The spaces that the 2-D pictures show, in order: the reference, the replicate and the
     grammar controls, then the language models, then any other space, at most ``limit``."""
     preferred = [reference, "agent-replicate", "bag-of-attributes", *language_models(keys)]
     show = [m for m in dict.fromkeys(preferred) if m in keys]
     return (show + [m for m in keys if m not in show])[:limit]
-
-
-# --------------------------------------------------------------------------------------
-# agent variants: extraction points, learners and seeds (alignnb.extract.points)
-# --------------------------------------------------------------------------------------
-
-#: A variant of an agent: (learner, seed, extraction); learner "<name>-untrained" for an untrained twin.
-Variant = tuple[str, int, str]
-
-
-def variant_table(variants: Mapping[Variant, Embeddings], references: Mapping[str, Embeddings], k: int = 15,
-                  n_boot: int = 2000, seed: int = 0, attributes: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Every agent variant against every reference space (language models, controls, the bot).
-
-    Columns learner, seed, extraction, model, k, precision (precision@k), rnx (R_NX(k): 0 for
-    unrelated spaces), ci_low, ci_high (95% pigeonhole bootstrap over colour and object values,
-    as in :func:`summary_table`; the iid interval over sentences without ``attributes``).
-    """
-    first = next(iter(variants.values()))
-    for emb in [*variants.values(), *references.values()]:
-        check_same_sentences(first, emb)
-    n = len(first.sentences)
-    attrs = attributes.loc[first.sentences] if attributes is not None else None
-    ref_members = {m: metrics.knn_membership(e.vectors, k) for m, e in references.items()}
-    rows = []
-    for (learner, s, extraction), emb in tqdm(list(variants.items()), desc="agent variants", leave=False):
-        members = metrics.knn_membership(emb.vectors, k)
-        for model, mb in ref_members.items():
-            per = metrics.overlap_from_membership(members, mb)
-            if attrs is not None:
-                ci = nulls.attribute_bootstrap_ci(per, {f: attrs[f].to_numpy() for f in INTERVAL_FACTORS},
-                                                  n_boot=n_boot, seed=seed)
-            else:
-                ci = nulls.query_interval(per, n_boot=n_boot, seed=seed)
-            p = float(per.mean())
-            rows.append({"learner": learner, "seed": int(s), "extraction": extraction, "model": model, "k": k,
-                         "precision": p, "rnx": calibration.rnx(p, n, k), "ci_low": ci.low, "ci_high": ci.high})
-    return pd.DataFrame(rows)
-
-
-def agreement_table(variants: Mapping[Variant, Embeddings], k: int = 15) -> pd.DataFrame:
-    """precision@k between every two trained agent variants at the same extraction point.
-
-    Columns learner_a, seed_a, learner_b, seed_b, extraction, pair ("seed to seed": one
-    learner, two seeds; "learner to learner": two learners), precision, rnx. The seed-to-seed
-    rows are the noise ceiling that an agent-vs-language-model number is read against.
-    """
-    trained = {v: e for v, e in variants.items() if not v[0].endswith("-untrained")}
-    n = len(next(iter(trained.values())).sentences)
-    members = {v: metrics.knn_membership(e.vectors, k) for v, e in trained.items()}
-    rows = []
-    for a, b in combinations(trained, 2):
-        if a[2] != b[2] or a[:2] == b[:2]:
-            continue
-        p = float(metrics.overlap_from_membership(members[a], members[b]).mean())
-        rows.append({"learner_a": a[0], "seed_a": a[1], "learner_b": b[0], "seed_b": b[1], "extraction": a[2],
-                     "pair": "seed to seed" if a[0] == b[0] else "learner to learner", "k": k, "precision": p,
-                     "rnx": calibration.rnx(p, n, k)})
-    return pd.DataFrame(rows)
-
-
-def variant_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean and sd over seeds of :func:`variant_table`: learner, extraction, model, seeds, precision_mean,
-    precision_sd, rnx_mean, rnx_sd (sd with ddof=1; NaN for one seed)."""
-    g = table.groupby(["learner", "extraction", "model"], sort=False)
-    out = g.agg(seeds=("seed", "nunique"), precision_mean=("precision", "mean"), precision_sd=("precision", "std"),
-                rnx_mean=("rnx", "mean"), rnx_sd=("rnx", "std"))
-    return out.reset_index()
-
-
-def ceiling_summary(agreement: pd.DataFrame) -> pd.DataFrame:
-    """Mean, sd and count of :func:`agreement_table` per learner pair and extraction point."""
-    if agreement.empty:
-        return pd.DataFrame(columns=["learner_a", "learner_b", "extraction", "pair", "pairs", "precision_mean",
-                                     "precision_sd"])
-    g = agreement.groupby(["learner_a", "learner_b", "extraction", "pair"], sort=False)
-    return g.agg(pairs=("precision", "size"), precision_mean=("precision", "mean"),
-                 precision_sd=("precision", "std")).reset_index()
-
-
-def variant_markdown(summary: pd.DataFrame, ceiling: pd.DataFrame, models: Sequence[str]) -> list[str]:
-    """The README's table of agent variants: one row per learner and extraction point, one column
-    per reference space in ``models`` plus the seed-to-seed ceiling; cells "mean ± sd" over seeds
-    (3 decimals; "mean" alone for one seed). Untrained twins are rows of their own."""
-    def cell(mean: float, sd: float) -> str:
-        return f"{mean:.3f}" if pd.isna(sd) else f"{mean:.3f} ± {sd:.3f}"
-
-    seeds = ceiling[ceiling["pair"] == "seed to seed"] if len(ceiling) else ceiling
-    lines = ["| learner | extraction | " + " | ".join(models) + " | seed to seed |",
-             "|---|---|" + "---|" * (len(models) + 1)]
-    for (learner, extraction), g in summary.groupby(["learner", "extraction"], sort=False):
-        by_model = g.set_index("model")
-        cells = [cell(by_model.loc[m, "precision_mean"], by_model.loc[m, "precision_sd"]) if m in by_model.index
-                 else "" for m in models]
-        c = seeds[(seeds["learner_a"] == learner) & (seeds["extraction"] == extraction)] if len(seeds) else seeds
-        ceil = cell(c["precision_mean"].iloc[0], c["precision_sd"].iloc[0]) if len(c) else ""
-        lines.append(f"| {learner} | {extraction} | " + " | ".join(cells) + f" | {ceil} |")
-    return lines

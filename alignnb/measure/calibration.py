@@ -25,20 +25,17 @@ Calibration    Gröger, Wen & Brbić (ICML 2026, "Revisiting the Platonic Repres
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from calibrated_similarity import calibrate, calibrate_layers
 
-from alignnb.measure.metrics import check_pair, knn_membership, overlap_from_membership, relabel_membership
-from alignnb.measure.nulls import as_scores, p_value, permutation_sampler
-
-
-def _check_n_perm(n_perm: int) -> int:
-    if int(n_perm) != n_perm or n_perm < 1:
-        raise ValueError(f"n_perm must be a positive integer, got {n_perm}")
-    return int(n_perm)
+from alignnb.measure.checks import as_scores, check_count, check_k, check_pair
+from alignnb.measure.metrics import METRICS, knn_membership
+from alignnb.measure.nulls import NullResult, p_value, permutation_test, prepared_null
 
 
 def _check_alpha(alpha: float) -> float:
@@ -47,35 +44,33 @@ def _check_alpha(alpha: float) -> float:
     return float(alpha)
 
 
-
 # --------------------------------------------------------------------------------------
 # R_NX: chance-corrected neighbourhood agreement
 # --------------------------------------------------------------------------------------
 
 
-def rnx(precision, n: int, k):
+def rnx(precision: Any, n: int, k: Any) -> float | np.ndarray:
     """R_NX(k) = ((n - 1) p - k) / (n - 1 - k) for precision@k ``p`` among ``n`` sentences.
 
     0 in expectation for unrelated spaces, 1 for identical neighbourhoods, negative when the
-    spaces agree less than chance. Works on floats and numpy arrays (``k`` may be an array of
-    the same shape as ``precision``, e.g. a precision curve); returns a float for scalar input.
+    spaces agree less than chance. Works on floats and numpy arrays (``k`` may be an integer
+    array of the same shape as ``precision``, e.g. a precision curve); returns a float for
+    scalar input. Every k is checked by :func:`~alignnb.measure.checks.check_k` (at k = n - 1
+    the formula is 0/0).
     """
     p = np.asarray(precision, dtype=np.float64)
-    kk = np.asarray(k, dtype=np.float64)
-    if int(n) != n or n < 3:
+    if isinstance(n, bool) or int(n) != n or n < 3:
         raise ValueError(f"n must be an integer >= 3, got {n}")
-    if (kk < 1).any() or (kk != np.round(kk)).any():
-        raise ValueError(f"k must be a positive integer, got {k}")
-    if (kk >= n - 1).any():
-        raise ValueError(f"k={k} must be smaller than n-1={n - 1}: R_NX(k) = ((n-1)p - k)/(n-1-k) is undefined "
-                         f"at k = n-1, where every point's neighbourhood is all other points")
+    for value in np.unique(np.asarray(k)).tolist() if np.ndim(k) else [k]:
+        check_k(value, n)
+    kk = np.asarray(k, dtype=np.float64)
     if not np.isfinite(p).all() or (p < 0).any() or (p > 1).any():
         raise ValueError(f"precision must be in [0, 1], got {precision}")
     out = ((n - 1) * p - kk) / (n - 1 - kk)
     return float(out) if out.ndim == 0 else out
 
 
-def rnx_auc(ks: Sequence[int], rnx_values) -> float:
+def rnx_auc(ks: Sequence[int], rnx_values: Any) -> float:
     """Area under R_NX over log k (Lee et al. 2015): sum_k R_NX(k) / k / sum_k 1 / k over ``ks``.
 
     Lee et al. sum over every k = 1..n-2; over a subset of ks this is the same weighting
@@ -111,7 +106,7 @@ def _critical_value(score: float, null: np.ndarray, alpha: float, include_observ
     return float(np.quantile(null, 1.0 - alpha))
 
 
-def calibrated(score: float, null, alpha: float = 0.05, smax: float | None = 1.0,
+def calibrated(score: float, null: Any, alpha: float = 0.05, smax: float | None = 1.0,
                include_observed: bool = True) -> float:
     """Null-calibrated score (s - tau) / (smax - tau), clipped to [0, 1]; tau the null's critical value.
 
@@ -144,75 +139,76 @@ class CalibratedScore:
     null: np.ndarray = field(repr=False)  # the (aggregated) score under each permutation
     layer_scores: np.ndarray | None = field(default=None, repr=False)  # [L_A, L_B] observed, for layers
     package: tuple = field(default=(), repr=False)  # calibrated_similarity's own (calibrated, p, tau), float32
+    test: NullResult | None = field(default=None, repr=False)  # the engine's result: band, q95, p-value
+
+    @property
+    def null_q95(self) -> float:
+        """The 95th percentile of the (aggregated) null (np.percentile, as everywhere)."""
+        return float(np.percentile(self.null, 95)) if self.test is None else float(self.test.null_q95)
 
 
-def _from_package(score: float, null: np.ndarray, alpha: float, pkg, layer_scores=None) -> CalibratedScore:
-    """The package's definitions evaluated in float64 on the null it generated (see calibrate_precision)."""
+def _from_null(res: NullResult, alpha: float, pkg: Any, layer_scores: np.ndarray | None = None) -> CalibratedScore:
+    """The package's definitions evaluated in float64 on the engine's null (see calibrate_precision)."""
+    score, null = float(res.observed), res.null
     tau = _critical_value(score, null, alpha, include_observed=True)
     value = min(1.0, max(0.0, (score - tau) / max(1.0 - tau, 1e-12)))
     return CalibratedScore(score, value, tau, p_value(score, null), null, layer_scores,
-                           tuple(float(v) for v in pkg))
+                           tuple(float(v) for v in pkg), res)
 
 
-def _index_column(n: int, tag: int = 0):
-    """[n, 2] int64 tensor: column 0 the row index, column 1 a constant tag (the layer)."""
-    return torch.stack([torch.arange(n, dtype=torch.int64), torch.full((n,), tag, dtype=torch.int64)], dim=1)
+def _replay(values: Sequence[float]) -> Any:
+    """A similarity function for ``calibrated_similarity`` that returns ``values`` in turn, whatever it is given."""
+    it = iter(values)
+    return lambda x, y: next(it)
 
 
-def calibrate_precision(A, B, k: int = 15, n_perm: int = 200, seed: int = 0, alpha: float = 0.05,
-                        strata=None, ties: str = "fractional") -> CalibratedScore:
-    """precision@k calibrated with ``calibrated_similarity.calibrate`` against a permutation null.
+def _dummy_data(n: int) -> tuple[Any, Any]:
+    """Index columns [n, 1] for the package: it only needs shapes, the scores are replayed."""
+    idx = torch.arange(n, dtype=torch.int64)[:, None]
+    return idx, lambda n_, device: torch.arange(n_)
 
-    The package applies its permutation pi as ``sim(X, Y[pi])``. Instead of the embeddings we
-    pass it the row-index column ``arange(n)`` as both X and Y, so the similarity function
-    receives pi itself and scores A against B[pi] from k-NN memberships computed once
-    (:func:`alignnb.measure.metrics.relabel_membership`): exact, and O(n k) per permutation instead of a
-    new k-NN search. Permutations come from ``perm_fn`` (seeded numpy, restricted to ``strata``
-    if given).
 
-    The package does the permuting and defines tau, the p-value and the calibrated score, but it
-    casts every score to float32: its smallest p-value with K = 19 is float32(1/20) =
-    0.0500000007 > 0.05, and near-equal scores tie or not by float32 rounding. The returned
-    values apply the package's definitions in float64 to the null it generated (ties within
-    ``TIE_TOLERANCE``); the package's own float32 triple is kept in ``.package``.
+def calibrate_precision(A: Any, B: Any, k: int = 15, n_perm: int = 200, seed: int = 0, alpha: float = 0.05,
+                        strata: Any = None, ties: str = "fractional") -> CalibratedScore:
+    """precision@k calibrated against its permutation null (Gröger, Wen & Brbić 2026).
+
+    The null is drawn by the engine (:func:`alignnb.measure.nulls.prepared_null`: k-NN
+    memberships computed once and relabelled, permutations from the ``analysis`` stream,
+    within ``strata`` if given). ``calibrated_similarity.calibrate`` is then run on the same
+    scores (its similarity function replays them: observed first, then each draw), so the
+    package's own definitions of tau, the p-value and the calibrated score are applied to
+    exactly this null; its float32 triple is kept in ``.package``.
+
+    The package casts every score to float32: its smallest p-value with K = 19 is float32(1/20)
+    = 0.0500000007 > 0.05, and near-equal scores tie or not by float32 rounding. The returned
+    values apply the package's definitions in float64 (ties within ``TIE_TOLERANCE``).
     """
     A, B = check_pair(A, B, k)
-    n_perm, alpha = _check_n_perm(n_perm), _check_alpha(alpha)
-    n = len(A)
+    n_perm, alpha = check_count(n_perm, "n_perm"), _check_alpha(alpha)
+    m = METRICS["precision"]
     ma, mb = knn_membership(A, k, ties), knn_membership(B, k, ties)
-    identity = np.arange(n)
-    values: list[float] = []
-
-    def sim(x, y) -> float:
-        perm = y[:, 0].numpy()
-        m = mb if np.array_equal(perm, identity) else relabel_membership(mb, perm)
-        v = float(overlap_from_membership(ma, m).mean())
-        values.append(v)
-        return v
-
-    draw = permutation_sampler(n, strata, np.random.default_rng(seed))
-    idx = _index_column(n)
-    pkg = calibrate(idx, idx, sim, K=n_perm, alpha=alpha, smax=1.0,
-                    perm_fn=lambda n_, device: torch.from_numpy(draw()))
-    return _from_package(values[0], np.asarray(values[1:]), alpha, pkg)
+    res = prepared_null(m, ma, mb, len(A), n_perm, seed, strata)
+    idx, perm_fn = _dummy_data(len(A))
+    pkg = calibrate(idx, idx, _replay([res.observed, *res.null.tolist()]), K=n_perm, alpha=alpha, smax=1.0,
+                    perm_fn=perm_fn)
+    return _from_null(res, alpha, pkg)
 
 
 AGGREGATIONS = ("max", "mean")
 
 
-def calibrate_precision_layers(A_layers, B_layers, k: int = 15, n_perm: int = 200, seed: int = 0,
-                               agg: str = "max", alpha: float = 0.05, strata=None,
+def calibrate_precision_layers(A_layers: Any, B_layers: Any, k: int = 15, n_perm: int = 200, seed: int = 0,
+                               agg: str = "max", alpha: float = 0.05, strata: Any = None,
                                ties: str = "fractional") -> CalibratedScore:
     """Aggregation-aware calibration (``calibrated_similarity.calibrate_layers``) of precision@k.
 
     ``A_layers`` / ``B_layers``: lists of [n, d_l] arrays (or one array) embedding the same
     sentences. The observed statistic is ``agg`` ("max": the best layer pair; "mean") of the
     [L_A, L_B] precision matrix; the null is the same aggregate under each permutation, the SAME
-    permutation applied to every B layer, so taking the best pair is paid for. As in
-    :func:`calibrate_precision`, the package is given tagged index columns (row index, layer
-    number), so each call scores layer i of A against layer j of B[pi] from memberships computed
-    once per layer; the relabelled memberships are cached per permutation. The returned values
-    are the package's definitions in float64 (see :func:`calibrate_precision`).
+    permutation applied to every B layer, so taking the best pair is paid for (their
+    Algorithm 2). The engine (:func:`alignnb.measure.nulls.permutation_test`) draws the
+    [L_A, L_B] matrix under each permutation from memberships computed once per layer; the
+    package is run on the same scores, replayed, as in :func:`calibrate_precision`.
     """
     if agg not in AGGREGATIONS:
         raise ValueError(f"agg must be one of {AGGREGATIONS}, got {agg!r}")
@@ -220,7 +216,7 @@ def calibrate_precision_layers(A_layers, B_layers, k: int = 15, n_perm: int = 20
     B_layers = [B_layers] if isinstance(B_layers, np.ndarray) or hasattr(B_layers, "shape") else list(B_layers)
     if not A_layers or not B_layers:
         raise ValueError("A_layers and B_layers must each hold at least one layer")
-    n_perm, alpha = _check_n_perm(n_perm), _check_alpha(alpha)
+    n_perm, alpha = check_count(n_perm, "n_perm"), _check_alpha(alpha)
     n = len(A_layers[0])
     for name, layers in (("A_layers", A_layers), ("B_layers", B_layers)):
         for i, X in enumerate(layers):
@@ -228,32 +224,20 @@ def calibrate_precision_layers(A_layers, B_layers, k: int = 15, n_perm: int = 20
                 raise ValueError(f"{name}[{i}] has {len(X)} rows but A_layers[0] has {n}: every layer must embed "
                                  f"the same sentences")
     checked = [check_pair(A_layers[0], X, k)[1] for X in list(A_layers) + list(B_layers)]
+    m = METRICS["precision"]
     ma = [knn_membership(X, k, ties) for X in checked[:len(A_layers)]]
     mb = [knn_membership(X, k, ties) for X in checked[len(A_layers):]]
     LA, LB = len(ma), len(mb)
-    identity = np.arange(n)
-    cache: dict = {"key": None, "m": {}}
-    calls: list[tuple[int, int, float]] = []
 
-    def sim(x, y) -> float:
-        i, j = int(x[0, 1]), int(y[0, 1])
-        perm = y[:, 0].numpy()
-        key = perm.tobytes()
-        if key != cache["key"]:
-            cache["key"], cache["m"] = key, {}
-        if j not in cache["m"]:
-            cache["m"][j] = mb[j] if np.array_equal(perm, identity) else relabel_membership(mb[j], perm)
-        v = float(overlap_from_membership(ma[i], cache["m"][j]).mean())
-        calls.append((i, j, v))
-        return v
+    def matrix(perm: np.ndarray | None) -> np.ndarray:
+        rel = mb if perm is None else [m.relabel(b, perm) for b in mb]
+        return np.array([[m.compare(a, b) for b in rel] for a in ma], dtype=float).ravel()
 
-    draw = permutation_sampler(n, strata, np.random.default_rng(seed))
-    X_idx = [_index_column(n, i) for i in range(LA)]
-    Y_idx = [_index_column(n, j) for j in range(LB)]
-    pkg = calibrate_layers(X_idx, Y_idx, sim, agg=agg, K=n_perm, alpha=alpha, smax=1.0,
-                           perm_fn=lambda n_, device: torch.from_numpy(draw()))
-    S = np.empty((n_perm + 1, LA, LB))
-    for c, (i, j, v) in enumerate(calls):  # the package calls sim in (permutation, i, j) order
-        S[c // (LA * LB), i, j] = v
+    S0 = matrix(None)
+    res = permutation_test(matrix, S0, n, n_perm, seed, strata)
+    S = np.concatenate([S0[None], res.null]).reshape(n_perm + 1, LA, LB)
     aggregate = S.reshape(n_perm + 1, -1).max(1) if agg == "max" else S.reshape(n_perm + 1, -1).mean(1)
-    return _from_package(float(aggregate[0]), aggregate[1:], alpha, pkg, S[0])
+    X_idx, perm_fn = _dummy_data(n)
+    pkg = calibrate_layers([X_idx] * LA, [X_idx] * LB, _replay(S.ravel().tolist()), agg=agg, K=n_perm, alpha=alpha,
+                           smax=1.0, perm_fn=perm_fn)
+    return _from_null(NullResult(aggregate[0], aggregate[1:], True, strata is not None), alpha, pkg, S[0])

@@ -14,10 +14,12 @@ Deconfounding  Cui, Kumar, Marttinen & Kaski, "Deconfounded representation simil
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy.stats import spearmanr
 
-from alignnb.measure.metrics import as_matrix, check_pair
+from alignnb.measure.checks import as_matrix, check_pair
 
 
 # --------------------------------------------------------------------------------------
@@ -28,7 +30,7 @@ from alignnb.measure.metrics import as_matrix, check_pair
 HYGIENES = ("raw", "centred", "zscore", "clip95")
 
 
-def preprocess(X, hygiene: str = "raw", q: float = 0.95, exact: bool = False) -> np.ndarray:
+def preprocess(X: Any, hygiene: str = "raw", q: float = 0.95, exact: bool = False) -> np.ndarray:
     """Preprocess an embedding matrix [n, d] before a metric.
 
     - ``"raw"``: X unchanged (the same array object when X is a numpy array).
@@ -107,7 +109,7 @@ def _residualise(y: np.ndarray, x: np.ndarray, name: str) -> np.ndarray:
     return yc - (float(xc @ yc) / sxx) * xc
 
 
-def deconfounded_rsa(A, B, C) -> float:
+def deconfounded_rsa(A: Any, B: Any, C: Any) -> float:
     """RSA of A and B after regressing the confounder C's similarity structure out of each.
 
     Following Cui et al. (2022): with S_X the cosine-similarity matrix of X, the upper-triangle
@@ -141,7 +143,7 @@ def _double_centre(K: np.ndarray) -> np.ndarray:
     return K - K.mean(0, keepdims=True) - K.mean(1, keepdims=True) + K.mean()
 
 
-def deconfounded_cka(A, B, C, psd: bool = False, diagonal: bool = True) -> float:
+def deconfounded_cka(A: Any, B: Any, C: Any, psd: bool = False, diagonal: bool = True) -> float:
     """Deconfounded linear CKA (dCKA) of A and B with confounder space C (Cui et al. 2022).
 
     Follows the reference implementation by the paper's second author (``DeltaCKA`` in

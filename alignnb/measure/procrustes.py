@@ -9,9 +9,11 @@ PCA; the orthogonal map R and scale s minimising ||s A R - B|| come from the SVD
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from alignnb.core import streams
 from alignnb.measure.checks import check_pair, unit_rows
 
 
@@ -58,7 +60,7 @@ def _orthogonal_map(X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, float]:
     return u @ vt, float(sig.sum())
 
 
-def procrustes_disparity(A, B, dim: int | None = None) -> float:
+def procrustes_disparity(A: Any, B: Any, dim: int | None = None) -> float:
     """scipy.spatial.procrustes's disparity after reducing both spaces to a common dimension.
 
     With equal dimensions and ``dim=None`` no reduction is made, and the value equals
@@ -73,7 +75,7 @@ def procrustes_disparity(A, B, dim: int | None = None) -> float:
     return float(max(0.0, 1.0 - s**2))  # = sum((A - s B R)^2) for unit-norm A, B
 
 
-def procrustes_map(A, B, dim: int | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+def procrustes_map(A: Any, B: Any, dim: int | None = None) -> tuple[np.ndarray, np.ndarray, float]:
     """A mapped onto B by Procrustes, in B's principal axes: (s·Za·R, Zb, s).
 
     Both spaces are centred, projected on their top principal axes (a common dimension,
@@ -90,7 +92,7 @@ def procrustes_map(A, B, dim: int | None = None) -> tuple[np.ndarray, np.ndarray
     return s * Za @ R, Zb, s
 
 
-def procrustes(A, B, dim: int | None = None, n_splits: int = 5, seed: int = 0) -> ProcrustesResult:
+def procrustes(A: Any, B: Any, dim: int | None = None, n_splits: int = 5, seed: int = 0) -> ProcrustesResult:
     """Procrustes analysis of A onto B: disparity on all sentences, plus cross-validated retrieval.
 
     Retrieval: ``n_splits``-fold split of the sentences (seeded); PCA, centring, scaling and
@@ -103,7 +105,7 @@ def procrustes(A, B, dim: int | None = None, n_splits: int = 5, seed: int = 0) -
     n = len(A)
     if n_splits < 2 or n // n_splits < 5:
         raise ValueError(f"n_splits={n_splits} leaves fewer than 5 held-out sentences of {n}")
-    folds = np.array_split(np.random.default_rng(seed).permutation(n), n_splits)
+    folds = np.array_split(streams.rng("analysis", seed).permutation(n), n_splits)
     top1, top5, chance, dims = [], [], [], []
     for test in folds:
         train = np.setdiff1d(np.arange(n), test)

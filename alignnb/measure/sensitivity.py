@@ -18,12 +18,13 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
-from alignnb.measure import calibration
-from alignnb.measure import metrics
-from alignnb.extract.embeddings import Embeddings, check_all, check_same_sentences
-from alignnb.measure.preprocessing import HYGIENES, preprocess
+from alignnb.core import streams
 from alignnb.core.progress import tqdm
+from alignnb.extract.embeddings import Embeddings, check_all, check_same_sentences
 from alignnb.extract.models import LANGUAGE_FAMILIES, family_of, get_spec
+from alignnb.measure import calibration, metrics
+from alignnb.measure.checks import check_k, usable_ks
+from alignnb.measure.preprocessing import HYGIENES, preprocess
 
 #: The subset sizes of the size axis (those below the number of sentences are used).
 SUBSET_SIZES = (36, 50, 100, 200, 300, 400)
@@ -31,13 +32,30 @@ SUBSET_SIZES = (36, 50, 100, 200, 300, 400)
 CONCLUSION_METRICS = ("precision", "rnx", "calibrated")
 
 
+#: The fewest sentences a level must have to get its own row ("sentences" choice); its k is
+#: min(k, a third of them), which check_k accepts for any level of at least 3 sentences.
+MIN_LEVEL_SENTENCES = 4
+
+
+def space_seed(seed: int, index: int) -> int:
+    """The seed of the ``index``-th space's nulls and subsets in :func:`sensitivity_table`: ``seed + index``.
+
+    This is the table's legacy derivation, kept so that ``figures/sensitivity.csv`` stays what
+    it is; it is used as the seed of the ``analysis`` stream (:func:`alignnb.core.streams.rng`).
+    Unlike a spawn key it is not disjoint across study seeds (space 1 of seed 0 draws what space
+    0 of seed 1 draws).
+    """
+    return int(seed) + int(index)
+
+
+def _calibrated_row(cal: calibration.CalibratedScore, n: int, k: int) -> dict[str, float]:
+    return {"k": k, "n": n, "precision": cal.score, "chance": metrics.chance_precision(n, k),
+            "rnx": calibration.rnx(cal.score, n, k), "null_q95": cal.null_q95, "calibrated": cal.calibrated}
+
+
 def _score_row(A: np.ndarray, B: np.ndarray, k: int, n_perm: int, seed: int) -> dict[str, float]:
     """precision@k, chance, R_NX, null 95% quantile and calibrated score of A against B."""
-    n = len(A)
-    cal = calibration.calibrate_precision(A, B, k, n_perm=n_perm, seed=seed)
-    return {"k": k, "n": n, "precision": cal.score, "chance": metrics.chance_precision(n, k),
-            "rnx": calibration.rnx(cal.score, n, k), "null_q95": float(np.percentile(cal.null, 95)),
-            "calibrated": cal.calibrated}
+    return _calibrated_row(calibration.calibrate_precision(A, B, k, n_perm=n_perm, seed=seed), len(A), k)
 
 
 def sensitivity_table(reference: Embeddings, others: Mapping[str, Embeddings],
@@ -64,42 +82,54 @@ def sensitivity_table(reference: Embeddings, others: Mapping[str, Embeddings],
         for i, (model, emb) in enumerate(others.items()):
             check_same_sentences(reference, emb)
             B = emb.vectors
-            s = seed + i
-            for kk in (kk for kk in ks if kk < n - 1):
+            s = space_seed(seed, i)
+            for kk in usable_ks(ks, n):
                 add(model, "k", f"k={kk}", _score_row(ref, B, kk, n_perm, s))
             for level in dict.fromkeys(sentence_levels):
                 keep = np.flatnonzero(levels == level)
-                kk = min(k, len(keep) // 3)
-                if kk >= 1 and len(keep) > kk + 2:
+                if len(keep) >= MIN_LEVEL_SENTENCES:
                     add(model, "sentences", level.removeprefix("BabyAI-").removesuffix("-v0"),
-                        _score_row(ref[keep], B[keep], kk, n_perm, s))
+                        _score_row(ref[keep], B[keep], min(k, len(keep) // 3), n_perm, s))
             add(model, "sentences", "all levels", _score_row(ref, B, k, n_perm, s))
-            for size in (m for m in subset_sizes if k + 2 < m < n):
+            for size in (m for m in subset_sizes if m < n and usable_ks([k], m)):
                 add(model, "N", f"N={size} (mean of {draws} random subsets)", _subset_mean(ref, B, k, size, draws, s))
             for h in HYGIENES:
                 add(model, "hygiene", h, _score_row(preprocess(ref, h), preprocess(B, h), k, n_perm, s))
             bar.update(1)
         for j, ((model, pooling), emb) in enumerate(all_layers.items()):
             check_same_sentences(reference, emb)
-            add(model, "pooling", f"{pooling} (last layer)", _score_row(ref, emb.vectors[-1], k, n_perm, seed + j))
+            s = space_seed(seed, j)
+            add(model, "pooling", f"{pooling} (last layer)", _score_row(ref, emb.vectors[-1], k, n_perm, s))
             if pooling == get_spec(model).pooling:
-                add(model, "layer", "last", _score_row(ref, emb.vectors[-1], k, n_perm, seed + j))
-                best = calibration.calibrate_precision_layers(ref, list(emb.vectors), k, n_perm=n_perm, seed=seed + j)
+                add(model, "layer", "last", _score_row(ref, emb.vectors[-1], k, n_perm, s))
+                best = calibration.calibrate_precision_layers(ref, list(emb.vectors), k, n_perm=n_perm, seed=s)
                 layer = int(np.argmax(best.layer_scores[0]))
                 add(model, "layer", f"best ({layer} of {len(emb.vectors) - 1}; chosen on these data, null of the max)",
-                    {"k": k, "n": n, "precision": best.score, "chance": metrics.chance_precision(n, k),
-                     "rnx": calibration.rnx(best.score, n, k), "null_q95": float(np.percentile(best.null, 95)),
-                     "calibrated": best.calibrated})
+                    _calibrated_row(best, n, k))
             bar.update(1)
     return pd.DataFrame(rows)
 
 
-def _subset_mean(A: np.ndarray, B: np.ndarray, k: int, size: int, draws: int, seed: int) -> dict[str, float]:
-    rng = np.random.default_rng([seed, size])
+def study_sensitivity(spaces: Mapping[str, Embeddings], all_layers: Mapping[tuple[str, str], Embeddings],
+                      reference: str, sentence_levels: Sequence[str], k: int = 15, n_perm: int = 200, seed: int = 0,
+                      draws: int = 20, **options) -> pd.DataFrame:
+    """:func:`sensitivity_table` of the study: ``reference`` against every other space, and every
+    all-layers set of another model (``options``: ks, subset_sizes)."""
+    others = {m: e for m, e in spaces.items() if m != reference}
+    layers = {key: e for key, e in all_layers.items() if key[0] != reference}
+    return sensitivity_table(spaces[reference], others, layers, sentence_levels, k, n_perm=n_perm, seed=seed,
+                             draws=draws, **options)
+
+
+def _subset_mean(A: np.ndarray, B: np.ndarray, k: int, size: int, draws: int, seed: int,
+                 metric: str = "precision") -> dict[str, float]:
+    """A k-NN metric's mean over ``draws`` random subsets of ``size`` sentences (stream ``analysis`` [seed, size])."""
+    m = metrics.get_metric(metric)
+    rng = streams.rng("analysis", seed, size)
     values = []
     for _ in range(draws):
         keep = np.sort(rng.choice(len(A), size=size, replace=False))
-        values.append(metrics.precision_at_k(A[keep], B[keep], k))
+        values.append(m.score(A[keep], B[keep], k))
     p = float(np.mean(values))
     return {"k": k, "n": size, "precision": p, "chance": metrics.chance_precision(size, k),
             "rnx": calibration.rnx(p, size, k), "null_q95": np.nan, "calibrated": np.nan}
@@ -207,9 +237,10 @@ def precision_vs_n(spaces: Mapping[str, Embeddings], pairs: Sequence[tuple[str, 
     """
     keys = check_all(spaces)
     n_all = len(spaces[keys[0]].sentences)
-    ns = [m for m in sizes if k + 2 < m < n_all] + [n_all]
+    check_k(k, n_all)
+    ns = [m for m in sizes if m < n_all and usable_ks([k], m)] + [n_all]
     used = sorted({m for pair in pairs for m in pair})
-    rng = np.random.default_rng(seed)
+    rng = streams.rng("analysis", seed)
     rows = []
     for n in (progress(ns) if progress else ns):
         for subset in ("random", "level-balanced"):
