@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import html
 import io
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ipywidgets as w
@@ -20,12 +20,30 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from IPython.display import HTML, display
-from matplotlib.patches import Rectangle
 
-from alignnb.measure import analysis
-from alignnb.measure import metrics
-from alignnb.measure import nulls
 from alignnb.extract.embeddings import Embeddings, check_all
+from alignnb.measure.checks import check_k
+from alignnb.measure import analysis, metrics, nulls
+from alignnb.show import plots
+
+
+def default_space_b(space_b: str, space_a: str, keys: Sequence[str], language_models: Sequence[str]) -> str:
+    """The explorer's space B: ``space_b`` when given; empty means the first language model, or
+    without one the first space other than ``space_a``."""
+    if space_b:
+        return space_b
+    if language_models:
+        return language_models[0]
+    others = [m for m in keys if m != space_a]
+    if not others:
+        raise ValueError(f"no space to compare with {space_a!r}: the study has only {list(keys)}")
+    return others[0]
+
+
+def default_instruction(instruction: str, sentences: Sequence[str]) -> str:
+    """The instruction the explorer starts on: ``instruction`` when it is one of ``sentences``,
+    otherwise the first sentence."""
+    return instruction if instruction in sentences else sentences[0]
 
 
 class Explorer:
@@ -42,7 +60,6 @@ class Explorer:
         self.n_perm, self.seed = n_perm, seed
         self._knn: dict[tuple[str, int], np.ndarray] = {}
         self._scores: dict[tuple, dict] = {}
-        n = len(self.sentences)
         self.model_a = w.Dropdown(options=keys, value=model_a or keys[0], description="space A")
         self.model_b = w.Dropdown(options=keys, value=model_b or keys[1], description="space B")
         # a number box, not a slider: any k can be typed, and an impossible one gets a message
@@ -68,9 +85,10 @@ class Explorer:
 
     def problem(self) -> str | None:
         """Why the current selection cannot be computed (a sentence for the reader), or None."""
-        n, k = len(self.sentences), self.k.value
-        if not 1 <= k < n:
-            return f"k = {k} is not possible here: with n = {n} sentences, k must be between 1 and {n - 1}."
+        try:
+            check_k(self.k.value, len(self.sentences))
+        except ValueError as exc:
+            return f"k = {self.k.value} is not possible here: {exc}"
         return None
 
     # -- computations (tested directly) ----------------------------------------------
@@ -89,11 +107,11 @@ class Explorer:
         if cache_key not in self._scores:
             A, B = self.spaces[a].vectors, self.spaces[b].vectors
             m = metrics.get_metric(metric)
-            n_perm = self.n_perm if m.uses_k else max(20, self.n_perm // 10)  # the others recompute per permutation
+            n_perm = m.null_draws(self.n_perm, 10, 20)  # the metrics that rescore per permutation draw fewer
             res = nulls.permutation_null(m, A, B, k, n_perm=n_perm, seed=self.seed)
             self._scores[cache_key] = {"a": a, "b": b, "k": k, "metric": metric, "value": res.observed,
-                                       "null_mean": res.null_mean, "null_low": float(np.percentile(res.null, 2.5)),
-                                       "null_high": float(np.percentile(res.null, 97.5)), "p_value": res.p_value,
+                                       "null_mean": res.null_mean, "null_low": res.null_low,
+                                       "null_high": res.null_high, "p_value": res.p_value,
                                        "chance": metrics.chance_precision(len(A), k) if m.uses_k else None}
         return self._scores[cache_key]
 
@@ -114,23 +132,12 @@ class Explorer:
                              b: [self.sentences[j] for j in nb], f"shared_{b}": [j in shared for j in nb]})
 
     def heatmap(self) -> Any:
-        """Pairwise matrix of the selected metric over all spaces, the selected pair outlined."""
+        """Pairwise matrix of the selected metric over all spaces, the selected pair outlined
+        (drawn by :func:`alignnb.show.plots.metric_heatmap`); returns the figure."""
         metric, k = self.metric.value, self.k.value
         m = analysis.pairwise_matrix(self.spaces, metric, k)
-        keys = list(m.index)
-        fig, ax = plt.subplots(figsize=(0.7 * len(keys) + 2.5, 0.6 * len(keys) + 1.5))
-        im = ax.imshow(m.to_numpy(), cmap="viridis", vmin=0, vmax=1)
-        ax.set_xticks(range(len(keys)), keys, rotation=45, ha="right", fontsize=8)
-        ax.set_yticks(range(len(keys)), keys, fontsize=8)
-        for r in range(len(keys)):
-            for c in range(len(keys)):
-                ax.text(c, r, f"{m.iat[r, c]:.2f}", ha="center", va="center", fontsize=7,
-                        color="white" if m.iat[r, c] < 0.6 else "black")
-        ia, ib = keys.index(self.model_a.value), keys.index(self.model_b.value)
-        for r, c in ((ia, ib), (ib, ia)):
-            ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, ec="#D55E00", lw=2.5))
-        fig.colorbar(im, ax=ax, fraction=0.046, label=metrics.get_metric(metric).display(k))
-        fig.tight_layout()
+        fig, _ = plots.metric_heatmap(m, metrics.get_metric(metric).display(k),
+                                      selected=(self.model_a.value, self.model_b.value))
         return fig
 
     # -- rendering ---------------------------------------------------------------------
