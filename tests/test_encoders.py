@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from alignnb.extract import encoders
+from alignnb.extract import encoders, spaces
 from alignnb.extract import models
 from alignnb.extract.embeddings import Embeddings, check_same_sentences
 from alignnb.extract.models import ModelSpec, ModelUnavailable
@@ -151,7 +151,7 @@ def test_registry_and_unavailable_models(tmp_path):
     with pytest.raises(ValueError, match="family"):
         ModelSpec("x", "robot", "hf")
     hub = models.get_spec("bert-base")  # no network here: reported, not substituted
-    done, layers, skipped = encoders.study_embeddings(["bag-of-attributes", "bert-base"], SENTENCES,
+    done, layers, skipped = spaces.study_embeddings(["bag-of-attributes", "bert-base"], SENTENCES,
                                                       data_dir=tmp_path, progress=False)
     assert list(done) == ["bag-of-attributes"] and "bert-base" in skipped and "hub" in skipped["bert-base"]
     assert hub.paper_family == "BERT"

@@ -10,22 +10,22 @@ import pytest
 import yaml
 from packaging.version import Version
 
-from alignnb.core import config
+from alignnb.core import streams
 from alignnb.core import cache
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_episode_seed_is_deterministic_and_splits_are_disjoint():
-    a = [config.episode_seed(0, "L", i) for i in range(2000)]
-    assert a == [config.episode_seed(0, "L", i) for i in range(2000)]
-    b = [config.episode_seed(0, "L", i, "eval") for i in range(2000)]
+    a = [streams.episode_seed(0, "L", i) for i in range(2000)]
+    assert a == [streams.episode_seed(0, "L", i) for i in range(2000)]
+    b = [streams.episode_seed(0, "L", i, "eval") for i in range(2000)]
     assert all(s % 2 == 0 for s in a) and all(s % 2 == 1 for s in b)
     assert not set(a) & set(b)
-    assert config.episode_seed(1, "L", 0) != config.episode_seed(0, "L", 0)
-    assert config.episode_seed(0, "M", 0) != config.episode_seed(0, "L", 0)
+    assert streams.episode_seed(1, "L", 0) != streams.episode_seed(0, "L", 0)
+    assert streams.episode_seed(0, "M", 0) != streams.episode_seed(0, "L", 0)
     with pytest.raises(ValueError, match="split"):
-        config.episode_seed(0, "L", 0, "test")
+        streams.episode_seed(0, "L", 0, "test")
 
 
 def test_cache_key_depends_on_content_not_order():

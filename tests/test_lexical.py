@@ -1,4 +1,4 @@
-"""alignnb.extract.controls: bag of words, TF-IDF and ggml's Q4_0 round trip."""
+"""alignnb.extract.controls (bag of words, TF-IDF) and ggml's Q4_0 round trip in alignnb.extract.weights."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from alignnb.extract import controls
+from alignnb.extract import controls, weights
 
 SENTENCES = ["go to the red ball", "pick up the key", "Go to the red door and the red key"]
 VOCAB = ["and", "ball", "door", "go", "key", "pick", "red", "the", "to", "up"]
@@ -58,7 +58,7 @@ def test_lexical_input_errors():
 def test_q4_0_known_example_follows_ggml_rounding():
     block = np.zeros(32, dtype=np.float32)
     block[:6] = [-1.0, 0.3, 0.3125, -0.3125, 1.0, 0.0625]
-    out = controls.quantize_q4_0(block)
+    out = weights.quantize_q4_0(block)
     # max = -1.0 (the first of |-1| and |1|), d = -1 / -8 = 0.125, q = min(15, floor(x / d + 8.5))
     #  -1.0   -> -8 + 8.5 = 0.5 -> q 0  -> -8 d = -1.0
     #   0.3   -> 2.4 + 8.5      -> q 10 ->  2 d = 0.25
@@ -68,7 +68,7 @@ def test_q4_0_known_example_follows_ggml_rounding():
     #   0.0625 -> 0.5 + 8.5 = 9  -> q 9  -> d = 0.125
     np.testing.assert_array_equal(out[:6], np.array([-1.0, 0.25, 0.375, -0.25, 0.875, 0.125], dtype=np.float32))
     np.testing.assert_array_equal(out[6:], 0)
-    np.testing.assert_array_equal(controls.quantize_q4_0(np.zeros((2, 64))), 0)
+    np.testing.assert_array_equal(weights.quantize_q4_0(np.zeros((2, 64))), 0)
 
 
 def test_q4_0_is_exact_on_the_grid_and_stores_d_in_fp16():
@@ -78,19 +78,19 @@ def test_q4_0_is_exact_on_the_grid_and_stores_d_in_fp16():
     q[:, 0] = 0
     q[:, 32] = 0  # every block holds its max magnitude (q - 8 = -8), so its d is exactly -0.25
     on_grid = ((q - 8) * d).astype(np.float32)
-    np.testing.assert_array_equal(controls.quantize_q4_0(on_grid), on_grid)
+    np.testing.assert_array_equal(weights.quantize_q4_0(on_grid), on_grid)
     # a scale that fp16 cannot hold: the dequantised max is -8 * fp16(d), not the max itself
     block = np.full(32, 0.01, dtype=np.float32)
     block[0] = np.float32(1 / 3)
     d32 = np.float32(1 / 3) / np.float32(-8)
     assert np.float16(d32).astype(np.float32) != d32
-    assert controls.quantize_q4_0(block)[0] == np.float32(-8) * np.float16(d32).astype(np.float32)
+    assert weights.quantize_q4_0(block)[0] == np.float32(-8) * np.float16(d32).astype(np.float32)
 
 
 def test_q4_0_round_trip_error_bound():
     rng = np.random.default_rng(1)
     W = (rng.standard_t(4, size=(50, 128)) * 0.05).astype(np.float32)
-    out = controls.quantize_q4_0(W)
+    out = weights.quantize_q4_0(W)
     assert out.shape == W.shape and out.dtype == np.float32
     blocks, deq = W.reshape(-1, 32), out.reshape(-1, 32)
     mx = blocks[np.arange(len(blocks)), np.abs(blocks).argmax(1)]
@@ -115,11 +115,11 @@ def test_q4_0_matches_gguf_reference():
     W[0, 0, :32] *= 1000  # a wide block
     t = gguf.GGMLQuantizationType.Q4_0
     ref = dequantize(quantize(W.reshape(-1, 64), t), t).reshape(W.shape)
-    np.testing.assert_array_equal(controls.quantize_q4_0(W), ref)
+    np.testing.assert_array_equal(weights.quantize_q4_0(W), ref)
 
 
 def test_q4_0_refuses_partial_blocks():
     with pytest.raises(ValueError, match="multiple of 32"):
-        controls.quantize_q4_0(np.ones((2, 48)))
+        weights.quantize_q4_0(np.ones((2, 48)))
     with pytest.raises(ValueError, match="NaN"):
-        controls.quantize_q4_0(np.full(32, np.nan))
+        weights.quantize_q4_0(np.full(32, np.nan))

@@ -11,8 +11,10 @@ from torch.nn import functional as F
 
 from alignnb.agents import checkpoints
 from alignnb.agents import train
-from alignnb.agents.transformer import N_COLORS, N_OBJECTS, N_STATES, config_from_dict
-from alignnb.agents.recurrent import RecurrentAgent, RecurrentConfig
+from alignnb.agents.blocks import N_COLORS, N_OBJECTS, N_STATES
+from alignnb.agents.learners import config_from_dict
+from alignnb.agents.recipes import RecurrentConfig
+from alignnb.agents.recurrent import RecurrentAgent
 from conftest import LEVELS
 import test_agent
 from test_agent import SENTENCES

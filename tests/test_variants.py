@@ -12,7 +12,9 @@ from alignnb.collect import demos
 from alignnb.measure import metrics
 from alignnb.agents import checkpoints
 from alignnb.extract import points
-from alignnb.agents.transformer import Agent, AgentConfig, Vocabulary
+from alignnb.agents.blocks import Vocabulary
+from alignnb.agents.recipes import AgentConfig
+from alignnb.agents.transformer import Agent
 from alignnb.extract.embeddings import Embeddings
 from conftest import LEVELS
 

@@ -10,7 +10,8 @@ demonstration data set, the agent's configuration, every training setting and th
     eval_episodes.csv  the final greedy evaluation, one row per episode
     meta.json       parameters, versions, timings, thread count, final success per level
 
-``meta.json`` is written last: a run is finished when it exists.
+``meta.json`` is written last: a run is finished when it exists. The evaluation on another
+number of episodes than the run recorded is its own cached step (:mod:`alignnb.agents.evaluation`).
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ from typing import Any
 import pandas as pd
 import torch
 
-from alignnb.core import config
-from alignnb.core import cache
-from alignnb.agents.transformer import Agent, AgentConfig, Vocabulary, build_agent, config_from_dict
-
-FORMAT_VERSION = 1
+from alignnb.core import cache, paths
+from alignnb.agents.blocks import Vocabulary
+from alignnb.agents.learners import build_agent, config_from_dict
+from alignnb.agents.recipes import RUN_FORMAT as FORMAT_VERSION
+from alignnb.agents.recipes import AgentConfig, run_dir, run_inputs, run_key  # noqa: F401  (re-exported)
+from alignnb.agents.transformer import Agent
 
 
 @dataclass
@@ -43,34 +45,19 @@ class TrainedAgent:
     episodes: pd.DataFrame | None = None  # the final greedy evaluation, one row per episode
 
     def success_table(self, mode: str = "greedy") -> pd.DataFrame:
-        """Final success per level: level, success_rate, episodes, mean_length (greedy or sampled)."""
+        """Final success per level: level, success_rate, episodes, mean_length (greedy or sampled).
+
+        The evaluation of ``meta["evaluation"]["episodes"]`` episodes per level when the run came
+        through :func:`alignnb.agents.evaluation.evaluated` (as every stage's runs do), else the
+        one recorded when the run finished."""
         return pd.DataFrame(self.meta["metrics"][mode])
-
-
-def run_key(demos_key: str, agent_config: AgentConfig, train_config: Any, seed: int) -> str:
-    """Cache key of a training run, from the key of its data set and everything that shapes the weights.
-
-    ``train_config`` is a :class:`alignnb.agents.train.TrainConfig`; its wall-clock limit is not part
-    of the recipe and is left out, and so is a uniform ``goal`` left at 0 (the transformer's
-    per-level goals), so that the second learner's goal does not change the transformer's key.
-    """
-    train = {k: v for k, v in train_config.to_dict().items() if k != "max_minutes" and not (k == "goal" and not v)}
-    return cache.cache_key({"kind": "agent", "format": FORMAT_VERSION, "demos": demos_key,
-                         "agent": agent_config.to_dict(), "train": train,
-                         "seed": config.check_seed(seed), "torch": config.package_version("torch"),
-                         "numpy": config.package_version("numpy")})  # numpy draws the batches
-
-
-def run_dir(key: str, data_dir: str | os.PathLike | None = None) -> Path:
-    """Folder of the run with cache key ``key`` (it may not exist yet)."""
-    return config.data_dir(data_dir) / "agents" / key
 
 
 def save_agent(agent: Agent, path: str | os.PathLike, metrics: dict | None = None) -> None:
     """Weights + config + vocabulary + metrics in one file, written atomically."""
     with cache.atomic_file(path, "wb") as f:
         torch.save({"format": FORMAT_VERSION, "state_dict": agent.state_dict(), "config": agent.cfg.to_dict(),
-                    "vocab": agent.vocab.itos, "metrics": metrics or {}, "versions": config.versions()}, f)
+                    "vocab": agent.vocab.itos, "metrics": metrics or {}, "versions": paths.versions()}, f)
 
 
 def load_agent(path: str | os.PathLike, vocab: Vocabulary | None = None,
@@ -120,7 +107,7 @@ def load_run(path: str | os.PathLike) -> TrainedAgent:
     path = Path(path)
     if not is_finished(path):
         raise FileNotFoundError(f"no finished training run at {path}: run notebooks/02_train_agent.ipynb with the "
-                                "same study parameters (or alignnb.run.study.train(cfg))")
+                                "same study parameters (or alignnb.run.stages.train_agents(cfg))")
     fix = f"Delete the run folder (rm -r {path}) and rerun notebooks/02_train_agent.ipynb"
     meta = cache.read_json(path / "meta.json", fix)
     tables = {}

@@ -1,6 +1,6 @@
 """Playing the agent in the environment: batched evaluation and single rendered rollouts.
 
-Evaluation plays fresh episodes whose seeds are odd (``config.episode_seed(..., "eval")``)
+Evaluation plays fresh episodes whose seeds are odd (the ``test`` and ``checks`` layout streams)
 while every demonstration seed is even, so the agent is never scored on a training layout.
 """
 
@@ -14,8 +14,9 @@ import torch
 from torch.nn import functional as F
 from alignnb.core.progress import tqdm
 
-from alignnb.core import config
+from alignnb.core import streams
 from alignnb.collect import demos
+from alignnb.collect import levels as level_table
 from alignnb.agents.transformer import Agent
 
 _BLANK_VIEW = np.zeros((7, 7, 3), np.uint8)
@@ -24,8 +25,8 @@ _BLANK_VIEW = np.zeros((7, 7, 3), np.uint8)
 class _LevelEpisodes:
     """Environments of one level stepped together; each slot plays episodes one after another."""
 
-    def __init__(self, level: str, episodes: int, seed: int, n_envs: int):
-        self.level, self.episodes, self.seed = level, episodes, seed
+    def __init__(self, level: str, episodes: int, seed: int, n_envs: int, stream: str = "test", step: int = 0):
+        self.level, self.episodes, self.seed, self.stream, self.check_step = level, episodes, seed, stream, step
         self.envs = [demos.make_env(level) for _ in range(min(n_envs, episodes))]
         self.slots: list[dict | None] = [None] * len(self.envs)
         self.obs: list[dict | None] = [None] * len(self.envs)
@@ -35,7 +36,7 @@ class _LevelEpisodes:
 
     def start(self, k: int) -> None:
         """Reset slot ``k`` to the level's next evaluation episode."""
-        s = config.episode_seed(self.seed, self.level, self.next_index, "eval")
+        s = streams.layout_seed(self.stream, self.seed, self.level, self.next_index, step=self.check_step)
         self.obs[k] = demos.reset_quietly(self.envs[k], s)
         self.slots[k] = {"level": self.level, "index": self.next_index, "seed": s,
                          "mission": self.obs[k]["mission"], "length": 0}
@@ -72,9 +73,9 @@ class _LevelEpisodes:
 
 
 def _play_level(agent: Agent, level: str, episodes: int, seed: int, greedy: bool, n_envs: int,
-                gen: torch.Generator, progress: bool) -> list[dict]:
+                gen: torch.Generator, progress: bool, stream: str, step: int) -> list[dict]:
     """Every evaluation episode of one level, stepped in a batch with cached memory."""
-    batch = _LevelEpisodes(level, episodes, seed, n_envs)
+    batch = _LevelEpisodes(level, episodes, seed, n_envs, stream, step)
     # minigrid sets max_steps at reset; an episode never has more frames than that
     state = agent.new_memory_state(len(batch.envs), max(e.max_steps for e in batch.envs) + 1)
     instr_cache: dict[str, torch.Tensor] = {}
@@ -113,16 +114,21 @@ def _success_tables(records: list[dict], levels: list[str]) -> tuple[pd.DataFram
 
 @torch.no_grad()
 def evaluate(agent: Agent, levels, episodes: int = 500, seed: int = 0, greedy: bool = True,
-             n_envs: int = 64, progress: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+             n_envs: int = 64, progress: bool = False, stream: str = "test",
+             step: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Play ``episodes`` fresh episodes per level with environments stepped in batches.
 
-    Episode ``i`` of a level starts from ``config.episode_seed(seed, level, i, "eval")``.
-    Returns (per-level table: level, success_rate, episodes, mean_length; per-episode table).
+    Episode ``i`` of a level starts from ``streams.layout_seed(stream, seed, level, i, step=step)``:
+    the final test layouts (``stream="test"``) or a success check's at training step ``step``
+    (``"checks"``). Sampled actions draw from the ``sampling`` stream of that layout stream's
+    base seed. Returns (per-level table: level, success_rate, episodes, mean_length;
+    per-episode table).
     """
-    levels = demos.check_levels(levels)
+    levels = level_table.check_levels(levels)
     agent.eval()
-    gen = torch.Generator().manual_seed(seed)
-    records = [r for level in levels for r in _play_level(agent, level, episodes, seed, greedy, n_envs, gen, progress)]
+    gen = streams.torch_generator("sampling", streams.layout_base(stream, seed, step))
+    records = [r for level in levels
+               for r in _play_level(agent, level, episodes, seed, greedy, n_envs, gen, progress, stream, step)]
     agent.train()
     return _success_tables(records, levels)
 

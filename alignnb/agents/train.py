@@ -4,19 +4,19 @@ Cross-entropy on the bot's actions over whole episodes (the memory sees each epi
 start), AdamW, warm-up + cosine schedule, gradient clipping. Validation loss on held-out
 episodes and success rates on fresh seeds are logged. A run is cached in
 ``<data>/agents/<key>/`` (layout in :mod:`alignnb.agents.checkpoints`), resumable from its last checkpoint
-and bit-identical for a given seed and torch thread count.
+and bit-identical for a given seed and torch thread count. When to stop is
+:mod:`alignnb.agents.stopping`; the final evaluation is :mod:`alignnb.agents.evaluation`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import pickle
 import time
 import warnings
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,110 +26,16 @@ import torch
 from torch.nn import functional as F
 from alignnb.core.progress import tqdm
 
-from alignnb.core import config
+from alignnb.core import cache, compute, paths, streams
 from alignnb.collect import demos
-from alignnb.core import cache
-from alignnb.agents.transformer import Agent, AgentConfig, Vocabulary, build_agent, count_parameters
+from alignnb.agents import evaluation
+from alignnb.agents.blocks import Vocabulary, count_parameters
+from alignnb.agents.checkpoints import TrainedAgent, load_run, run_dir, run_inputs, save_agent, write_run
+from alignnb.agents.learners import build_agent, config_from_dict, learner_of
+from alignnb.agents.recipes import AgentConfig, TrainConfig
 from alignnb.agents.rollouts import evaluate
-from alignnb.agents.checkpoints import TrainedAgent, load_run, run_dir, run_key, save_agent, write_run
-
-#: The greedy success rates that the study's default agent should reach on 500 fresh episodes per level.
-SUCCESS_GOALS = {"BabyAI-GoToLocal-v0": 0.99, "BabyAI-PickupLoc-v0": 0.97,
-                 "BabyAI-OpenDoorLoc-v0": 0.97, "BabyAI-PutNextLocal-v0": 0.95}
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Behavioral-cloning settings. The defaults are the study's full run.
-
-    Training stops at the first success check (at or after ``min_steps``) that, together with
-    the ``goal_checks - 1`` checks before it, meets :data:`SUCCESS_GOALS` on fresh validation
-    layouts, while their pooled rate beats each goal by ``stop_margin`` (see :func:`stop_reason`),
-    or at ``steps``. A check plays ``check_episodes`` episodes per level whose seeds
-    derive from ``seed + 10_000 + step``: never the final test layouts (``seed``), never a
-    demonstration (those seeds are even, evaluation seeds odd).
-    """
-
-    steps: int = 6_000  # the most optimizer steps; also the length of the cosine schedule
-    batch_episodes: int = 96  # whole episodes per batch
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup: int = 200  # linear warm-up steps, then cosine decay to 5% of lr at ``steps``
-    grad_clip: float = 1.0
-    val_fraction: float = 0.03  # episodes held out for the teacher-forced validation loss
-    val_every: int = 250  # steps between validation losses
-    check_every: int = 500  # steps between success checks on validation layouts (0: none)
-    check_episodes: int = 200  # episodes per level at a success check
-    min_steps: int = 1_500  # no stopping before this step
-    goal_checks: int = 2  # consecutive checks that must meet the goals to stop (0: never stop early)
-    stop_margin: float = 0.01  # their pooled rate must also beat each goal by this (at most half its gap to 1)
-    goal: float = 0.0  # one success goal for every level (0: SUCCESS_GOALS, the transformer agent's goals)
-    checkpoint_every: int = 500  # steps between resumable checkpoints
-    threads: int = 1  # torch threads of this run: the bits of CPU training depend on it
-    max_minutes: float = 0.0  # stop a session after this long (0 = no limit): the run stays unfinished and resumable
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "batch_episodes", "threads", "val_every"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"TrainConfig.{name} must be at least 1, got {getattr(self, name)!r}")
-        if self.goal_checks and not self.check_every:
-            raise ValueError("TrainConfig: goal_checks > 0 needs success checks (check_every > 0)")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-#: The recipe of the study before early stopping (the reference of benchmarks/bench_train.py):
-#: 13,000 steps, 2 threads, no stopping, success checks every 2,000 steps on 100 episodes.
-FIXED_RECIPE = TrainConfig(steps=13_000, val_every=500, check_every=2000, check_episodes=100, min_steps=0,
-                           goal_checks=0, threads=2)
-
-
-def goals_met(rates: dict[str, float], goals: dict[str, float] | None = None) -> bool:
-    """True when every level that ``rates`` scores meets its goal (default :data:`SUCCESS_GOALS`).
-
-    A level without a goal needs at least 0.95; an empty ``rates`` is not a success.
-    """
-    goals = SUCCESS_GOALS if goals is None else goals
-    return bool(rates) and all(rate >= goals.get(level, 0.95) for level, rate in rates.items())
-
-
-def margin_goals(goals: dict[str, float] | None = None, margin: float = 0.01) -> dict[str, float]:
-    """Each goal raised by ``margin``, but by at most half its distance to 1 (0.99 -> 0.995, 0.97 -> 0.98)."""
-    goals = SUCCESS_GOALS if goals is None else goals
-    return {level: min(g + margin, (1 + g) / 2) for level, g in goals.items()}
-
-
-def stop_reason(history: list[dict], tc: TrainConfig, goals: dict[str, float] | None = None) -> str | None:
-    """Why training should stop after the last row of ``history`` (``None``: go on).
-
-    ``history`` rows are those of a run's log: ``step`` and, at a success check, one
-    ``success/<level>`` column per level. Stops when the last ``tc.goal_checks`` checks each
-    meet the goals (``tc.goal`` for every level if set, else ``goals``), their mean rate per level also meets :func:`margin_goals` (``tc.stop_margin``),
-    and the last is at or after ``tc.min_steps``; or at ``tc.steps``.
-
-    The margin is there because a check of 200 episodes per level has a standard error of
-    about 0.012 at a rate of 0.97: without it, an agent was stopped as soon as two checks
-    grazed the goal, and its 500 test episodes then fell just short (0.966 for a 0.97 goal).
-    """
-    if not history:
-        return None
-    if tc.goal:
-        goals = {k[8:]: tc.goal for r in history for k in r if k.startswith("success/")}
-    step = history[-1]["step"]
-    if step >= tc.steps:
-        return "max steps"
-    if not tc.goal_checks or step < tc.min_steps:
-        return None
-    checks = [r for r in history if any(k.startswith("success/") for k in r)]
-    if len(checks) < tc.goal_checks or checks[-1] is not history[-1]:
-        return None
-    recent = [{k[8:]: v for k, v in r.items() if k.startswith("success/")} for r in checks[-tc.goal_checks:]]
-    pooled = {level: float(np.mean([r[level] for r in recent])) for level in recent[-1]}
-    if all(goals_met(r, goals) for r in recent) and (
-            not tc.stop_margin or goals_met(pooled, margin_goals(goals, tc.stop_margin))):
-        return f"goals met on validation layouts at {tc.goal_checks} consecutive checks"
-    return None
+from alignnb.agents.stopping import goals_met, margin_goals, stop_reason  # noqa: F401  (re-exported)
+from alignnb.agents.transformer import Agent
 
 
 # --------------------------------------------------------------------------------------
@@ -209,8 +115,7 @@ def lr_at(step: int, tc: TrainConfig) -> float:
 def split_episodes(data: demos.Demos, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train, validation) rows of the episode table; only bot successes; seeded."""
     ok = data.episodes.index[data.episodes["success"]].to_numpy()
-    rng = np.random.default_rng([seed, 1])
-    perm = rng.permutation(ok)
+    perm = streams.rng("split", seed).permutation(ok)
     n_val = int(round(len(ok) * val_fraction)) if val_fraction > 0 else 0
     n_val = min(max(n_val, 1 if val_fraction > 0 else 0), len(ok) - 1)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
@@ -271,7 +176,8 @@ def _train_loop(agent: Agent, opt: torch.optim.Optimizer, rng: np.random.Generat
     t_start = time.perf_counter() - prog.seconds
     t_session = time.perf_counter()  # max_minutes limits each session, so a cut-short run can go on
     frames_seen = 0
-    reason = stop_reason(prog.history, tc) if prog.step else None
+    learner = learner_of(agent.cfg)
+    reason = stop_reason(prog.history, tc, learner=learner) if prog.step else None
     # checks before the first one that can count towards stopping would only cost time
     first_check = max(0, tc.min_steps - (tc.goal_checks - 1) * tc.check_every) if tc.goal_checks else 0
     with tqdm(total=tc.steps, initial=prog.step, desc="behavioral cloning", unit="step", disable=not progress) as bar:
@@ -303,13 +209,13 @@ def _train_loop(agent: Agent, opt: torch.optim.Optimizer, rng: np.random.Generat
                 v = validate(agent, val_set)
                 row.update(val_loss=v["loss"], val_accuracy=v["accuracy"])
             if tc.check_every and step % tc.check_every == 0 and not last and step >= first_check:
-                table, _ = evaluate(agent, levels, tc.check_episodes, seed=seed + 10_000 + step)
+                table, _ = evaluate(agent, levels, tc.check_episodes, seed=seed, stream="checks", step=step)
                 row.update({f"success/{lv}": sr for lv, sr in zip(table["level"], table["success_rate"])})
                 agent.train()
             prog.seconds = time.perf_counter() - t_start
             if row:
                 prog.log(row)
-                reason = stop_reason(prog.history, tc)
+                reason = stop_reason(prog.history, tc, learner=learner)
             if reason is None and tc.checkpoint_every and step % tc.checkpoint_every == 0:
                 _save_state(state_path, agent, opt, rng, prog)
     return frames_seen, reason
@@ -321,54 +227,63 @@ def train_agent(data: demos.Demos, agent_config: AgentConfig | None = None, trai
                 report: Callable[[int, int], None] | None = None) -> TrainedAgent:
     """Behavioral cloning on the demonstrations ``data``; cached, resumable, seeded.
 
-    The run's folder is keyed by :func:`alignnb.agents.checkpoints.run_key` of the data set's key, the
-    configurations and the seed; a finished run is loaded, an interrupted one resumed.
+    The run is the cached step (:func:`alignnb.core.cache.cached`) of
+    :func:`alignnb.agents.checkpoints.run_inputs` (the data set's key, the configurations and the
+    seed): a finished run is loaded, an interrupted one resumed from its ``state.pt``. Its final
+    evaluation on ``final_eval_episodes`` episodes per level is the step of
+    :func:`alignnb.agents.evaluation.evaluated` (a run that recorded as many serves its own).
     Training uses ``train_config.threads`` torch threads (restored afterwards). ``report``,
     if given, is called with (step, most steps) every 25 steps (for progress across processes).
     """
     ac, tc = agent_config or AgentConfig(), train_config or TrainConfig()
-    path = run_dir(run_key(data.key, ac, tc, seed), data_dir)
-    # one training per run at a time: a second process asking for the same run waits, then loads it
-    if (path / "meta.json").exists() and not force:  # the common case, without a lock (read-only caches work)
-        with contextlib.suppress(cache.CorruptCache):
-            return load_run(path)
-    path.mkdir(parents=True, exist_ok=True)
-    with cache.file_lock(path / ".lock", waiting=f"another process is training {path}; waiting for it to finish"):
-        if (path / "meta.json").exists() and not force:
-            try:
-                return load_run(path)
-            except cache.CorruptCache as exc:
-                warnings.warn(f"{exc.problem} in the finished run {path}: training it again", RuntimeWarning,
-                              stacklevel=2)
-                (path / "meta.json").unlink()
-                force = True
-        path.mkdir(parents=True, exist_ok=True)
-        with config.torch_threads(tc.threads):
-            return _train(data, ac, tc, seed, path, final_eval_episodes, force, progress, report)
+    inputs = run_inputs(data.key, ac, tc, seed)
+    path = run_dir(cache.key_of("agent", inputs), data_dir)
+
+    def build(inputs: Mapping[str, Any]) -> None:
+        if inputs["demos"] != data.key:
+            raise ValueError(f"a run of data set {inputs['demos']} was asked to train on {data.key}")
+        # the recipe as the key hashes it: the wall-clock limit is the caller's, not part of it
+        recipe = TrainConfig(**{"goal": 0.0, **inputs["train"], "max_minutes": tc.max_minutes})
+        with compute.torch_threads(recipe.threads):
+            _train(data, config_from_dict(dict(inputs["agent"])), recipe, inputs["seed"], path,
+                   final_eval_episodes, progress, report)
+
+    run = cache.cached("agent", inputs, build=build, load=load_run, write=None,
+                       path=lambda key: run_dir(key, data_dir), force=force, what="finished run",
+                       lock=lambda folder: folder / ".lock",  # in the run folder, as runs in progress hold it
+                       discard=_discard_run)
+    return evaluation.evaluated(run, final_eval_episodes, data_dir, progress=progress)
+
+
+def _discard_run(path: Path) -> None:
+    """Before a run is trained again (forced, or its files damaged): nothing of it is reused."""
+    (path / "meta.json").unlink(missing_ok=True)
+    (path / "state.pt").unlink(missing_ok=True)
 
 
 def _train(data: demos.Demos, ac: AgentConfig, tc: TrainConfig, seed: int, path: Path, final_eval_episodes: int,
-           force: bool, progress: bool, report: Callable[[int, int], None] | None) -> TrainedAgent:
+           progress: bool, report: Callable[[int, int], None] | None) -> None:
+    path.mkdir(parents=True, exist_ok=True)
     vocab = Vocabulary.from_sentences(data.missions)
-    config.set_seed(seed)
+    streams.set_seed(seed)
     agent = build_agent(vocab, ac)
     save_agent(agent, path / "untrained.pt", {"trained": False})
     train_rows, val_rows = split_episodes(data, tc.val_fraction, seed)
     train_set = EpisodeBatches(data, vocab, ac.max_words, train_rows)
     val_set = EpisodeBatches(data, vocab, ac.max_words, val_rows) if len(val_rows) else None
     opt = torch.optim.AdamW(agent.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    rng = np.random.default_rng([seed, 2])
+    rng = streams.rng("batches", seed)
     state_path = path / "state.pt"
     prog = _Progress()
-    if state_path.exists() and not force:
+    if state_path.exists():
         try:
             prog = _load_state(state_path, agent, opt, rng)
         except cache.CorruptCache as exc:
             warnings.warn(f"{exc.problem}: starting this run again from step 0", RuntimeWarning, stacklevel=3)
-            config.set_seed(seed)  # the state of a fresh run: the same seeded initialisation
+            streams.set_seed(seed)  # the state of a fresh run: the same seeded initialisation
             agent = build_agent(vocab, ac)
             opt = torch.optim.AdamW(agent.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-            rng = np.random.default_rng([seed, 2])
+            rng = streams.rng("batches", seed)
     seconds_before = prog.seconds  # training time of an interrupted earlier session (0 for a fresh run)
     frames_seen, reason = _train_loop(agent, opt, rng, prog, tc, train_set, val_set, data.levels, seed, state_path,
                                       progress, report)
@@ -382,7 +297,6 @@ def _train(data: demos.Demos, ac: AgentConfig, tc: TrainConfig, seed: int, path:
     _finish(path, agent, prog, tc, ac, data, val_set, len(train_set), len(val_rows), seed, final_eval_episodes,
             frames_seen / max(prog.seconds - seconds_before, 1e-9), reason, progress)
     state_path.unlink(missing_ok=True)
-    return load_run(path)
 
 
 def _finish(path: Path, agent: Agent, prog: _Progress, tc: TrainConfig, ac: AgentConfig, data: demos.Demos,
@@ -390,8 +304,7 @@ def _finish(path: Path, agent: Agent, prog: _Progress, tc: TrainConfig, ac: Agen
             frames_per_second: float, reason: str, progress: bool) -> None:
     """Final greedy and sampled evaluation, metrics, and the run's files."""
     t_eval = time.perf_counter()
-    greedy, per_episode = evaluate(agent, data.levels, final_eval_episodes, seed=seed, greedy=True, progress=progress)
-    sampled, _ = evaluate(agent, data.levels, final_eval_episodes, seed=seed, greedy=False, progress=progress)
+    greedy, sampled, per_episode = evaluation.play(agent, data.levels, final_eval_episodes, seed, progress)
     prog.history.append({"step": prog.step, "seconds": round(prog.seconds, 1),
                          **{f"success/{lv}": sr for lv, sr in zip(greedy["level"], greedy["success_rate"])}})
     val = validate(agent, val_set) if val_set is not None else {"loss": float("nan"), "accuracy": float("nan"),
@@ -408,7 +321,7 @@ def _finish(path: Path, agent: Agent, prog: _Progress, tc: TrainConfig, ac: Agen
     meta = {"params": {"levels": data.levels, "episodes_per_level": data.meta["params"]["episodes_per_level"],
                        "demo_seed": data.meta["params"]["seed"], "seed": seed, "agent": ac.to_dict(),
                        "train": tc.to_dict(), "final_eval_episodes": final_eval_episodes},
-            "demos": str(data.path), "versions": config.versions(), "metrics": metrics,
+            "demos": str(data.path), "versions": paths.versions(), "metrics": metrics,
             # the bits of a CPU training run depend on the thread count (matmul blocking)
             "torch_threads": torch.get_num_threads()}  # = tc.threads (set for the run)
     write_run(path, agent, metrics, pd.DataFrame(prog.history), per_episode, meta)

@@ -20,12 +20,11 @@ in the episode table with ``success=False`` and counted in ``meta.json``.
 
 from __future__ import annotations
 
-import difflib
 import multiprocessing as mp
 import os
 import socket
 import time
-import warnings
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,11 @@ import pandas as pd
 from minigrid.utils.baby_ai_bot import BabyAIBot
 from alignnb.core.progress import tqdm
 
-from alignnb.core import config
+from alignnb.core import compute
+from alignnb.collect import levels
+from alignnb.core import paths
+from alignnb.core import streams
+from alignnb.collect.levels import babyai_level_ids, check_levels  # noqa: F401  (re-exported)
 from alignnb.core import cache
 
 FORMAT_VERSION = 1
@@ -53,29 +56,6 @@ class DemoCollectionError(RuntimeError):
 # --------------------------------------------------------------------------------------
 # environments
 # --------------------------------------------------------------------------------------
-
-
-def babyai_level_ids() -> list[str]:
-    """All BabyAI level ids registered by the installed minigrid."""
-    return sorted(k for k in gym.registry if k.startswith("BabyAI-"))
-
-
-def check_levels(levels: list[str] | tuple[str, ...]) -> list[str]:
-    """Return ``levels`` as a list, or raise ``ValueError`` naming close matches of unknown ids."""
-    if isinstance(levels, str):
-        levels = [levels]
-    levels = list(levels)
-    if not levels:
-        raise ValueError("no levels given: pass at least one BabyAI level id, e.g. 'BabyAI-GoToLocal-v0'")
-    known = babyai_level_ids()
-    for level in levels:
-        if level not in known:
-            close = difflib.get_close_matches(level, known, n=4, cutoff=0.5)
-            hint = f" Did you mean {', '.join(close)}?" if close else ""
-            raise ValueError(f"unknown BabyAI level {level!r}.{hint} (alignnb.collect.demos.babyai_level_ids() lists all)")
-    if len(set(levels)) != len(levels):
-        raise ValueError(f"levels contain duplicates: {levels}")
-    return levels
 
 
 def make_env(level: str, render: bool = False) -> Any:
@@ -131,7 +111,7 @@ def _collect_chunk(level: str, base_seed: int, start: int, stop: int) -> dict[st
     env = make_env(level)
     rows, images, directions, actions = [], [], [], []
     for index in range(start, stop):
-        seed = config.episode_seed(base_seed, level, index, "demo")
+        seed = streams.layout_seed("demos", base_seed, level, index)
         try:
             ep = run_bot_episode(env, seed)
         except Exception as exc:  # noqa: BLE001 - re-raised with context
@@ -192,24 +172,30 @@ class Demos:
                 f"{len(self.missions)} missions, path={self.path})")
 
 
+def demos_inputs(levels: list[str], episodes_per_level: int, seed: int) -> dict[str, Any]:
+    """Everything that determines a data set's contents: what :func:`collect_demos` builds from and hashes."""
+    return {
+        "format": FORMAT_VERSION, "levels": list(levels),
+        "episodes_per_level": int(episodes_per_level), "seed": streams.check_seed(seed),
+        # the libraries whose code draws the layouts and plays the bot
+        "minigrid": paths.package_version("minigrid"), "gymnasium": paths.package_version("gymnasium"),
+        "numpy": paths.package_version("numpy"),
+    }
+
+
 def demos_key(levels: list[str], episodes_per_level: int, seed: int) -> str:
     """Cache key of a data set: a hash of everything that determines its contents."""
-    return cache.cache_key({
-        "kind": "demos", "format": FORMAT_VERSION, "levels": list(levels),
-        "episodes_per_level": int(episodes_per_level), "seed": config.check_seed(seed),
-        # the libraries whose code draws the layouts and plays the bot
-        "minigrid": config.package_version("minigrid"), "gymnasium": config.package_version("gymnasium"),
-        "numpy": config.package_version("numpy"),
-    })
+    return cache.key_of("demos", demos_inputs(levels, episodes_per_level, seed))
 
 
 def demos_path(levels: list[str], episodes_per_level: int, seed: int,
                data_dir: str | os.PathLike | None = None) -> Path:
-    return config.data_dir(data_dir) / "demos" / demos_key(levels, episodes_per_level, seed)
+    """Folder of the data set with these parameters (it may not exist yet)."""
+    return paths.data_dir(data_dir) / "demos" / demos_key(levels, episodes_per_level, seed)
 
 
 def collect_demos(
-    levels: list[str] | tuple[str, ...] = config.DEFAULT_LEVELS,
+    levels: list[str] | tuple[str, ...] = levels.DEFAULT_LEVELS,
     episodes_per_level: int = 20_000,
     seed: int = 0,
     workers: int | None = None,
@@ -219,37 +205,26 @@ def collect_demos(
 ) -> Demos:
     """Collect (or load from the cache) bot demonstrations on ``levels``.
 
-    Episode ``i`` of level ``L`` is played from ``config.episode_seed(seed, L, i)``, so the
-    data set is identical whatever the number of ``workers`` (default: all cores).
+    Episode ``i`` of level ``L`` is played from the layout stream ``streams.layout_seed("demos",
+    seed, L, i)``, so the data set is identical whatever the number of ``workers`` (default: all
+    cores). Cached by :func:`alignnb.core.cache.cached` under :func:`demos_key`.
     """
     levels = check_levels(levels)
     if int(episodes_per_level) <= 0:
         raise ValueError(f"episodes_per_level must be a positive integer, got {episodes_per_level}")
-    workers = config.cpu_budget() if workers is None else int(workers)
+    workers = compute.cpu_budget() if workers is None else int(workers)
     if workers <= 0:
         raise ValueError(f"workers must be a positive integer (or None for all cores), got {workers}")
-    episodes_per_level = int(episodes_per_level)
-    path = demos_path(levels, episodes_per_level, seed, data_dir)
-    if (path / "meta.json").exists() and not force:  # the common case, without a lock (read-only caches work)
-        try:
-            return load_demos(path)
-        except cache.CorruptCache:
-            pass  # rebuilt below, under the lock, with a warning
-    # one collection per data set at a time: a second identical run waits and then reuses it
-    with cache.file_lock(path.parent / f".{path.name}.lock",
-                      waiting=f"another process is collecting {path}; waiting for it to finish"):
-        if (path / "meta.json").exists() and not force:
-            try:
-                return load_demos(path)
-            except cache.CorruptCache as exc:
-                warnings.warn(f"{exc.problem} in the cached demonstrations {path}: collecting them again",
-                              RuntimeWarning, stacklevel=2)
-                force = True
-        return _collect(levels, episodes_per_level, seed, workers, path, force, progress)
+    root = paths.data_dir(data_dir) / "demos"
+    return cache.cached("demos", demos_inputs(levels, episodes_per_level, seed),
+                        build=lambda inputs: _collect(inputs, workers, progress),
+                        load=load_demos, write=lambda made, path: _write_demos(path, made),
+                        path=lambda key: root / key, force=force, what="cached demonstrations")
 
 
-def _collect(levels: list[str], episodes_per_level: int, seed: int, workers: int, path: Path, force: bool,
-             progress: bool) -> Demos:
+def _collect(inputs: Mapping[str, Any], workers: int, progress: bool) -> dict[str, Any]:
+    """Play every episode of the data set ``inputs`` describes; the chunks in order, and the timing."""
+    levels, episodes_per_level, seed = list(inputs["levels"]), int(inputs["episodes_per_level"]), inputs["seed"]
     t0 = time.perf_counter()
     jobs = _chunks(levels, episodes_per_level, workers)
     bars = {lv: tqdm(total=episodes_per_level, desc=lv.removeprefix("BabyAI-"), unit="ep",
@@ -280,10 +255,9 @@ def _collect(levels: list[str], episodes_per_level: int, seed: int, workers: int
     finally:
         for bar in bars.values():
             bar.close()
-    seconds = time.perf_counter() - t0
-    ordered = [results[(lv, s)] for lv, s, _ in jobs]
-    _write_demos(path, ordered, levels, episodes_per_level, seed, workers, seconds, force)
-    return load_demos(path)
+    return {"chunks": [results[(lv, s)] for lv, s, _ in jobs], "levels": levels,
+            "episodes_per_level": episodes_per_level, "seed": seed, "workers": workers,
+            "seconds": time.perf_counter() - t0}
 
 
 def _mission_order(rows: list[dict], levels: list[str]) -> list[str]:
@@ -297,8 +271,9 @@ def _mission_order(rows: list[dict], levels: list[str]) -> list[str]:
     return missions
 
 
-def _write_demos(path: Path, chunks: list[dict], levels: list[str], episodes_per_level: int,
-                 seed: int, workers: int, seconds: float, force: bool) -> None:
+def _write_demos(path: Path, made: dict[str, Any]) -> None:
+    chunks, levels, episodes_per_level = made["chunks"], made["levels"], made["episodes_per_level"]
+    seed, workers, seconds = made["seed"], made["workers"], made["seconds"]
     rows = [r for c in chunks for r in c["rows"]]
     missions = _mission_order(rows, levels)
     mission_index = {m: i for i, m in enumerate(missions)}
@@ -328,7 +303,7 @@ def _write_demos(path: Path, chunks: list[dict], levels: list[str], episodes_per
     meta = {
         "format": FORMAT_VERSION,
         "params": {"levels": levels, "episodes_per_level": episodes_per_level, "seed": seed},
-        "versions": config.versions(),
+        "versions": paths.versions(),
         "workers": workers,
         "seconds": round(seconds, 3),
         "built_by": f"{socket.gethostname()}:{os.getpid()}",  # which process collected it (one per data set)
@@ -337,7 +312,7 @@ def _write_demos(path: Path, chunks: list[dict], levels: list[str], episodes_per
         "n_frames": int(offset),
         "n_missions": len(missions),
     }
-    with cache.atomic_dir(path, overwrite=force, exist_ok=True) as tmp:
+    with cache.atomic_dir(path, overwrite=True) as tmp:  # under the step's lock: what is there is damaged
         for name, arr in arrays.items():
             np.save(tmp / f"{name}.npy", arr)
         table.to_csv(tmp / "episodes.csv", index=False)

@@ -1,7 +1,7 @@
 """The sentence set: every distinct mission of the chosen levels, with parsed attributes.
 
 Missions are found by resetting each level's generator until ``patience`` consecutive resets
-bring no new mission (seeds from ``config.episode_seed``, so the set is reproducible).
+bring no new mission (seeds from the ``missions`` stream of :mod:`alignnb.core.streams`, so the set is reproducible).
 Every later stage embeds exactly ``SentenceSet.sentences``, in this order: level by level,
 alphabetical within a level.
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,9 @@ import pandas as pd
 
 from alignnb.core.progress import tqdm
 
-from alignnb.core import config
+from alignnb.collect import levels
+from alignnb.core import paths
+from alignnb.core import streams
 from alignnb.core import cache
 from alignnb.collect.demos import check_levels, make_env, reset_quietly
 
@@ -125,12 +128,18 @@ class SentenceSet:
         return sorted({w for s in self.sentences for w in s.split()})
 
     def save(self, path: str | os.PathLike) -> None:
+        """Write the set as JSON (sentences, levels, metadata), atomically."""
         cache.write_json(path, {"sentences": self.sentences, "levels": self.levels, "meta": self.meta})
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SentenceSet:
-        d = cache.read_json(path)
-        return cls(d["sentences"], d["levels"], d.get("meta", {}))
+        """Read a set written by :meth:`save`; a file that is not one is :class:`alignnb.core.cache.CorruptCache`."""
+        fix = f"delete it (rm {path}) and rerun notebooks/01_collect_demos.ipynb"
+        d = cache.read_json(path, fix)
+        try:
+            return cls(list(d["sentences"]), list(d["levels"]), dict(d.get("meta", {})))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise cache.CorruptCache(path, f"not a sentence set ({type(exc).__name__}: {exc})", fix) from exc
 
 
 def discover_missions(level: str, seed: int = 0, patience: int = 2000, max_resets: int = 50_000,
@@ -145,7 +154,7 @@ def discover_missions(level: str, seed: int = 0, patience: int = 2000, max_reset
     since_new = 0
     with tqdm(desc=f"missions {level.removeprefix('BabyAI-')}", unit="reset", disable=not progress) as bar:
         for i in range(max_resets):
-            obs = reset_quietly(env, config.episode_seed(seed, level, i, "demo"))
+            obs = reset_quietly(env, streams.layout_seed("missions", seed, level, i))
             bar.update()
             if obs["mission"] not in found:
                 found.add(obs["mission"])
@@ -159,38 +168,46 @@ def discover_missions(level: str, seed: int = 0, patience: int = 2000, max_reset
                        f"({len(found)} so far); raise max_resets or lower patience")
 
 
-def _sentence_params(levels: list[str], seed: int, patience: int) -> dict[str, Any]:
-    return {"kind": "sentences", "levels": list(levels), "seed": int(seed), "patience": int(patience),
-            "minigrid": config.package_version("minigrid")}
+def sentence_inputs(levels: list[str], seed: int, patience: int) -> dict[str, Any]:
+    """Everything that determines a sentence set: what :func:`build_sentence_set` builds from and hashes."""
+    return {"levels": list(levels), "seed": int(seed), "patience": int(patience),
+            "minigrid": paths.package_version("minigrid")}
 
 
 def sentences_path(levels: list[str], seed: int, patience: int, data_dir: str | os.PathLike | None = None) -> Path:
     """Cache file of the sentence set with these parameters (it may not exist yet)."""
-    return config.data_dir(data_dir) / "sentences" / f"{cache.cache_key(_sentence_params(levels, seed, patience))}.json"
+    key = cache.key_of("sentences", sentence_inputs(levels, seed, patience))
+    return paths.data_dir(data_dir) / "sentences" / f"{key}.json"
 
 
-def build_sentence_set(levels: list[str] | tuple[str, ...] = config.DEFAULT_LEVELS, seed: int = 0,
+def build_sentence_set(levels: list[str] | tuple[str, ...] = levels.DEFAULT_LEVELS, seed: int = 0,
                        patience: int = 2000, max_resets: int = 50_000,
                        data_dir: str | os.PathLike | None = None, force: bool = False,
                        progress: bool = True) -> SentenceSet:
-    """The distinct missions of ``levels`` (cached on disk), level by level, alphabetical within."""
+    """The distinct missions of ``levels``, level by level, alphabetical within; cached by
+    :func:`alignnb.core.cache.cached` (``max_resets`` only bounds the search: a set that
+    saturates is the same whatever it is)."""
     levels = check_levels(levels)
-    params = _sentence_params(levels, seed, patience)
-    path = sentences_path(levels, seed, patience, data_dir)
-    if path.exists() and not force:
-        return SentenceSet.load(path)
+    root = paths.data_dir(data_dir) / "sentences"
+    return cache.cached("sentences", sentence_inputs(levels, seed, patience),
+                        build=lambda inputs: _discover(inputs, max_resets, progress),
+                        load=SentenceSet.load, write=lambda made, path: made.save(path),
+                        path=lambda key: root / f"{key}.json", force=force, what="cached sentence set")
+
+
+def _discover(inputs: Mapping[str, Any], max_resets: int, progress: bool) -> SentenceSet:
     sentences: list[str] = []
     owner: list[str] = []
     resets = {}
-    for level in levels:
-        found, resets[level] = discover_missions(level, seed, patience, max_resets, progress)
+    for level in inputs["levels"]:
+        found, resets[level] = discover_missions(level, inputs["seed"], inputs["patience"], max_resets, progress)
         for s in sorted(found - set(sentences)):
             sentences.append(s)
             owner.append(level)
-    result = SentenceSet(sentences, owner, {"params": params, "resets": resets, "versions": config.versions()})
+    params = {"kind": "sentences", **inputs}  # the file records its key's payload, as it always did
+    result = SentenceSet(sentences, owner, {"params": params, "resets": resets, "versions": paths.versions()})
     for s in result.sentences:  # every mission must parse: later controls depend on it
         parse_instruction(s)
-    result.save(path)
     return result
 
 

@@ -1,4 +1,4 @@
-"""Atomic writes and content-hashed cache keys.
+"""Atomic writes, content-hashed cache keys and the one cached step (:func:`cached`).
 
 Every artifact is written to a temporary sibling and renamed into place, so a crash or an
 error never leaves a half-written file or folder where a reader would find it.
@@ -13,9 +13,11 @@ import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator, Mapping
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -217,23 +219,109 @@ def file_lock(path: str | os.PathLike, waiting: str = "") -> Iterator[None]:
     """Hold an exclusive lock on ``path`` (created if missing) for the block; other processes wait.
 
     Used where two processes would otherwise compute the same cached result at once: the
-    second waits for the first and then finds its result. ``waiting`` is printed if it has to wait.
+    second waits for the first and then finds its result. ``waiting`` is printed if it has to
+    wait. The lock is ``filelock``'s (an ``fcntl.flock`` on Unix; the file stays in place).
     """
-    import fcntl
+    import filelock  # noqa: PLC0415  (here, so that importing this module stays light)
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
+    lock = filelock.FileLock(str(path), thread_local=False)
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        if waiting:
+            print(waiting, flush=True)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+# --------------------------------------------------------------------------------------
+# the cached step
+# --------------------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+def key_of(kind: str | None, inputs: Mapping[str, Any], length: int = 16) -> str:
+    """The cache key of a step: the hash of ``{"kind": kind, **inputs}`` (of ``inputs`` alone when
+    ``kind`` is None: the embeddings' key predates the kind field and keeps its form)."""
+    if kind is not None and "kind" in inputs:
+        raise ValueError(f"the inputs of a {kind!r} step must not hold a 'kind' of their own")
+    return cache_key(inputs if kind is None else {"kind": kind, **inputs}, length)
+
+
+def _try_load(load: Callable[[Path], T], path: Path) -> tuple[bool, T | None]:
+    """(True, value) if ``path`` holds a result that loads; (False, None) if there is none yet.
+
+    A result that is there but damaged raises :class:`CorruptCache` (from ``load``)."""
+    if not path.exists():
+        return False, None
+    try:
+        return True, load(path)
+    except FileNotFoundError:  # e.g. a run folder whose run is not finished
+        return False, None
+
+
+def cached(kind: str | None, inputs: Mapping[str, Any], build: Callable[[Mapping[str, Any]], T],
+           load: Callable[[Path], T], write: Callable[[T, Path], None] | None, *,
+           path: Callable[[str], str | os.PathLike], force: bool = False, what: str = "",
+           lock: Callable[[Path], str | os.PathLike] | None = None,
+           discard: Callable[[Path], None] | None = None, must_exist: str = "") -> T:
+    """The result of ``build(inputs)``, cached at ``path(key_of(kind, inputs))``: the one cache step.
+
+    The key hashes exactly the ``inputs`` the builder receives, so nothing the builder reads
+    from them can be left out of the key (what it takes from elsewhere, such as a worker count
+    or a progress bar, must not change the result). The policy, the same for every cache:
+
+    1. a result that exists and loads is returned without a lock (read-only caches work);
+       ``load`` raises :class:`CorruptCache` for a damaged one, FileNotFoundError for none;
+    2. otherwise (or with ``force``) the lock ``lock(path)`` (default: ``.<name>.lock`` beside
+       it) is taken, and the result looked for again: another process may have made it while
+       this one waited;
+    3. a damaged result is reported with a RuntimeWarning and made again; ``discard(path)``
+       (if given) clears what a rebuild must not reuse, also with ``force``;
+    4. ``build(inputs)`` makes the result and ``write(result, path)`` writes it atomically
+       (temporary file or folder, then rename: :func:`atomic_file`, :func:`atomic_dir`);
+       ``write=None`` means ``build`` writes its own files (a resumable training run does);
+    5. the result is loaded back from ``path``, so a fresh result and a cached one are the same.
+
+    With ``must_exist`` (a message saying which stage makes it) nothing is built: a missing
+    result raises FileNotFoundError with that message and a damaged one its CorruptCache.
+    """
+    final = Path(path(key_of(kind, inputs)))
+    what = what or f"cached {kind or 'result'}"
+    if not force:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if waiting:
-                print(waiting, flush=True)
-            fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            found, value = _try_load(load, final)
+        except CorruptCache:
+            if must_exist:
+                raise
+            found, value = False, None  # made again below, under the lock, with a warning
+        if found:
+            return value  # type: ignore[return-value]
+    if must_exist:
+        raise FileNotFoundError(must_exist)
+    lock_path = Path(lock(final)) if lock else final.with_name(f".{final.name}.lock")
+    with file_lock(lock_path, waiting=f"another process is making {final}; waiting for it to finish"):
+        rebuild = force
+        if not force:
+            try:
+                found, value = _try_load(load, final)
+                if found:
+                    return value  # type: ignore[return-value]
+            except CorruptCache as exc:
+                warnings.warn(f"{exc.problem} in the {what} {final}: making it again", RuntimeWarning, stacklevel=2)
+                rebuild = True
+        if rebuild and discard is not None:
+            discard(final)
+        result = build(MappingProxyType(dict(inputs)))
+        if write is not None:
+            write(result, final)
+        return load(final)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -12,8 +12,9 @@ One agent gives several spaces over the same instructions (its *variants*), each
     behaviour   the action distributions in the probe states, concatenated: what the
                 instruction makes the agent do, free of any internal coordinate system
 
-The **probe set** is the first state of ``probes_per_level`` held-out layouts per level:
-fresh seeds (odd, never a demonstration, never a test or check layout), and the state a bot
+The **probe set** is the first state of ``probes_per_level`` held-out layouts per level (the
+``probes`` layout stream of :mod:`alignnb.core.streams`: odd, never a demonstration, never a
+test or check layout), and the state a bot
 demonstration would start from. Each instruction is swapped into each probe state. Only first
 states are used, so no probe carries a history that was produced under another instruction.
 
@@ -27,27 +28,32 @@ from __future__ import annotations
 
 import hashlib
 import os
-import warnings
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.nn import functional as F
 from alignnb.core.progress import tqdm
 
-from alignnb.core import config
+from alignnb.core import paths
+from alignnb.core import streams
 from alignnb.collect import demos
+from alignnb.collect import levels as level_table
 from alignnb.core import cache
-from alignnb.agents.transformer import N_ACTIONS, learner_of
+from alignnb.agents.blocks import N_ACTIONS
+from alignnb.agents.learners import learner_of
 from alignnb.extract.embeddings import Embeddings
 from alignnb.collect.instructions import parse_instruction
 from alignnb.agents.checkpoints import load_agent
 
 FORMAT_VERSION = 1
-#: Base seed offset of the probe layouts (far from the test layouts ``seed`` and the checks ``seed + 10000 + step``).
-PROBE_OFFSET = 1_000_000
+#: The kinds of this module's cached steps (part of their keys).
+VARIANTS_KIND, BOT_KIND = "agent-variants", "bot-behaviour"
 #: The outcomes of the bot's behavioural embedding: its 7 actions, then "no such object here".
 BOT_OUTCOMES = (*demos.ACTION_NAMES, "no such object")
 #: The extraction points shared by both learners; the transformer adds one per encoder layer.
@@ -70,14 +76,14 @@ class ProbeSet:
 
 def probe_states(levels: Sequence[str], per_level: int, seed: int) -> ProbeSet:
     """The first state of ``per_level`` fresh layouts of each level (seeded; a few ms per layout)."""
-    levels = demos.check_levels(list(levels))
+    levels = level_table.check_levels(list(levels))
     if int(per_level) < 1:
         raise ValueError(f"per_level must be at least 1, got {per_level}")
     rows = []
     for level in levels:
         env = demos.make_env(level)
         for i in range(int(per_level)):
-            s = config.episode_seed(config.check_seed(seed) + PROBE_OFFSET, level, i, "eval")
+            s = streams.layout_seed("probes", seed, level, i)
             obs = demos.reset_quietly(env, s)
             rows.append((level, s, obs["image"], obs["direction"]))
     images = np.stack([r[2] for r in rows]).astype(np.uint8)
@@ -117,13 +123,31 @@ def probe_responses(agent: torch.nn.Module, sentences: Sequence[str], probes: Pr
     return torch.cat(behaviour).numpy(), torch.cat(memory).numpy()
 
 
+def instruction_layers(agent: torch.nn.Module, sentences: Sequence[str]) -> dict[int | str, np.ndarray]:
+    """The agent's instruction embedding of ``sentences`` at every layer: {"last": [n, d], 0: [n, d], ...}.
+
+    The one computation of it: the agent's spaces of :func:`alignnb.extract.encoders.embed` and
+    the extraction points of :func:`extract` both come from here. ``"last"`` conditions the
+    policy; an integer j is the mean over words of encoder layer j (0: word + position embeddings).
+    """
+    return agent.embed_instruction_layers(list(sentences))
+
+
+def instruction_embedding(agent: torch.nn.Module, sentences: Sequence[str], layer: int | str = "last") -> np.ndarray:
+    """The agent's instruction embedding of ``sentences`` at ``layer`` (``"all"``: layers 0, 1, ... then "last", stacked)."""
+    layers = instruction_layers(agent, sentences)
+    if layer == "all":
+        return np.stack([layers[k] for k in sorted(k for k in layers if k != "last")] + [layers["last"]])
+    return layers[layer]
+
+
 @torch.no_grad()
 def extract(agent: torch.nn.Module, sentences: Sequence[str], probes: ProbeSet,
             progress: bool = False) -> dict[str, np.ndarray]:
     """Every extraction point of ``agent`` for ``sentences``: {name: float32 [n, d]} (see the module)."""
     sentences = list(sentences)
     agent.eval()
-    layers = agent.embed_instruction_layers(sentences)
+    layers = instruction_layers(agent, sentences)
     e = agent.encode_instructions(sentences)
     out = {"words": agent.word_embedding_mean(sentences)}
     if learner_of(agent.cfg) == "transformer":
@@ -135,67 +159,81 @@ def extract(agent: torch.nn.Module, sentences: Sequence[str], probes: ProbeSet,
     return {name: np.ascontiguousarray(out[name], dtype=np.float32) for name in order}
 
 
-def _path(kind: str, key: str, data_dir: str | os.PathLike | None) -> os.PathLike:
-    return config.data_dir(data_dir) / "embeddings" / f"{kind}-{key}.npz"
+def _path(kind: str, key: str, data_dir: str | os.PathLike | None) -> Path:
+    return paths.data_dir(data_dir) / "embeddings" / f"{kind}-{key}.npz"
 
 
-def _variants_key(checkpoint: str | os.PathLike, sentences: list[str], probes: ProbeSet) -> str:
-    return cache.cache_key({"kind": "agent-variants", "format": FORMAT_VERSION, "checkpoint": cache.file_hash(checkpoint),
-                         "sentences": cache.cache_key({"s": sentences}), "probes": probes.spec,
-                         "torch": config.package_version("torch")})
+def variants_inputs(checkpoint: str | os.PathLike, sentences: Sequence[str], probes: ProbeSet) -> dict[str, Any]:
+    """Everything that determines an agent's extraction points: the checkpoint's bytes, the
+    ordered sentences, the probe set and the torch version (what :func:`agent_variants` hashes)."""
+    return {"format": FORMAT_VERSION, "checkpoint": cache.file_hash(checkpoint),
+            "sentences": cache.cache_key({"s": list(sentences)}), "probes": probes.spec,
+            "torch": paths.package_version("torch")}
 
 
-def _bot_key(sentences: list[str], probes: ProbeSet) -> str:
-    return cache.cache_key({"kind": "bot-behaviour", "format": FORMAT_VERSION, "sentences": cache.cache_key({"s": sentences}),
-                         "probes": probes.spec, "minigrid": config.package_version("minigrid")})
+def bot_inputs(sentences: Sequence[str], probes: ProbeSet) -> dict[str, Any]:
+    """Everything that determines the bot's behavioural embedding (what :func:`bot_behaviour` hashes)."""
+    return {"format": FORMAT_VERSION, "sentences": cache.cache_key({"s": list(sentences)}), "probes": probes.spec,
+            "minigrid": paths.package_version("minigrid")}
+
+
+def variants_path(checkpoint: str | os.PathLike, sentences: Sequence[str], probes: ProbeSet,
+                  data_dir: str | os.PathLike | None = None) -> Path:
+    """The cache file of :func:`agent_variants` of this checkpoint, sentences and probes."""
+    return _path("variants", cache.key_of(VARIANTS_KIND, variants_inputs(checkpoint, sentences, probes)), data_dir)
+
+
+def bot_path(sentences: Sequence[str], probes: ProbeSet, data_dir: str | os.PathLike | None = None) -> Path:
+    """The cache file of :func:`bot_behaviour` of these sentences and probes."""
+    return _path("bot", cache.key_of(BOT_KIND, bot_inputs(sentences, probes)), data_dir)
 
 
 def is_cached(checkpoint: str | os.PathLike, sentences: Sequence[str], probes: ProbeSet,
               data_dir: str | os.PathLike | None = None) -> bool:
     """True when :func:`agent_variants` of this checkpoint, sentences and probes is on disk."""
-    return os.path.exists(_path("variants", _variants_key(checkpoint, list(sentences), probes), data_dir))
+    return variants_path(checkpoint, sentences, probes, data_dir).exists()
 
 
 def bot_is_cached(sentences: Sequence[str], probes: ProbeSet, data_dir: str | os.PathLike | None = None) -> bool:
     """True when :func:`bot_behaviour` of these sentences and probes is on disk."""
-    return os.path.exists(_path("bot", _bot_key(list(sentences), probes), data_dir))
+    return bot_path(sentences, probes, data_dir).exists()
 
 
 def agent_variants(checkpoint: str | os.PathLike, sentences: Sequence[str], probes: ProbeSet, label: dict,
                    data_dir: str | os.PathLike | None = None, progress: bool = False) -> dict[str, Embeddings]:
     """Every extraction point of the agent saved in ``checkpoint``, cached: {extraction: Embeddings}.
 
-    The key hashes the checkpoint's bytes, the ordered sentences, the probe set and the torch
-    version. ``label`` (learner, seed, trained) goes into each set's metadata.
+    The key hashes :func:`variants_inputs` (the checkpoint's bytes, the ordered sentences, the
+    probe set, the torch version). ``label`` (learner, seed, trained) goes into each set's metadata.
     """
     sentences = list(sentences)
-    path = _path("variants", _variants_key(checkpoint, sentences, probes), data_dir)
-    cached = _load_npz(path)
-    if cached is None:
-        agent = load_agent(checkpoint)
-        vectors = extract(agent, sentences, probes, progress=progress)
-        with cache.atomic_file(path, "wb") as f:
-            np.savez(f, **{name.replace(" ", "_"): v for name, v in vectors.items()},
-                     order=np.array(list(vectors)), sentences=np.array(sentences))
-        cached = _load_npz(path)
-    order, arrays = cached
+    order, arrays = cache.cached(
+        VARIANTS_KIND, variants_inputs(checkpoint, sentences, probes),
+        build=lambda inputs: extract(load_agent(checkpoint), sentences, probes, progress=progress),
+        load=_load_npz, write=lambda vectors, path: _write_npz(path, vectors, sentences),
+        path=lambda key: _path("variants", key, data_dir), what="cached agent variants")
     meta = {**label, "probes": probes.spec, "source": str(checkpoint)}
     return {name: Embeddings(f"{label.get('learner', 'agent')}:{label.get('seed', '')}:{name}", sentences, arrays[name],
                              {**meta, "extraction": name}) for name in order}
 
 
-def _load_npz(path: os.PathLike) -> tuple[list[str], dict[str, np.ndarray]] | None:
-    """(order, {name: vectors}) of a cached variants file; None if absent; a damaged one is rebuilt."""
-    if not os.path.exists(path):
-        return None
+def _write_npz(path: Path, vectors: dict[str, np.ndarray], sentences: list[str]) -> None:
+    with cache.atomic_file(path, "wb") as f:
+        np.savez(f, **{name.replace(" ", "_"): v for name, v in vectors.items()},
+                 order=np.array(list(vectors)), sentences=np.array(sentences))
+
+
+def _load_npz(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
+    """(order, {name: vectors}) of a cached variants file; a damaged one is :class:`alignnb.core.cache.CorruptCache`."""
     try:
         with np.load(path, allow_pickle=False) as z:
             order = [str(x) for x in z["order"]]
             return order, {name: np.asarray(z[name.replace(" ", "_")]) for name in order}
+    except FileNotFoundError:
+        raise
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-        warnings.warn(f"{type(exc).__name__} in the cached agent variants {path}: computing them again",
-                      RuntimeWarning, stacklevel=3)
-        return None
+        raise cache.CorruptCache(path, f"{type(exc).__name__}: {exc}",
+                                 f"delete it (rm {path}) and rerun notebooks/03_extract_embeddings.ipynb") from exc
 
 
 # --------------------------------------------------------------------------------------
@@ -244,12 +282,13 @@ def bot_behaviour(sentences: Sequence[str], probes: ProbeSet, data_dir: str | os
     """The bot's behavioural embedding, cached: one-hot of its first action (or "no such object")
     in every probe state under every sentence, float32 [n, P * 8]."""
     sentences = list(sentences)
-    path = _path("bot", _bot_key(sentences, probes), data_dir)
-    if os.path.exists(path):
-        try:
-            return Embeddings.load(path)
-        except cache.CorruptCache as exc:
-            warnings.warn(f"{exc.problem} in {path}: computing the bot's behaviour again", RuntimeWarning, stacklevel=2)
+    return cache.cached(BOT_KIND, bot_inputs(sentences, probes),
+                        build=lambda inputs: _bot_vectors(sentences, probes, progress), load=Embeddings.load,
+                        write=lambda made, path: made.save(path), path=lambda key: _path("bot", key, data_dir),
+                        what="cached bot behaviour")
+
+
+def _bot_vectors(sentences: list[str], probes: ProbeSet, progress: bool) -> Embeddings:
     n_out = len(BOT_OUTCOMES)
     vectors = np.zeros((len(sentences), len(probes), n_out), np.float32)
     envs = {level: demos.make_env(level) for level in dict.fromkeys(probes.levels)}
@@ -259,9 +298,14 @@ def bot_behaviour(sentences: Sequence[str], probes: ProbeSet, data_dir: str | os
         demos.reset_quietly(env, s)
         for i, sentence in enumerate(sentences):
             vectors[i, p, bot_first_action(env, sentence)] = 1.0
-    out = Embeddings("bot-behaviour", sentences, vectors.reshape(len(sentences), -1),
-                     {"family": "control", "extraction": "behaviour", "learner": "bot", "probes": probes.spec,
-                      "outcomes": list(BOT_OUTCOMES),
-                      "no_object_share": float(vectors[:, :, -1].mean())})
-    out.save(path)
-    return out
+    return Embeddings("bot-behaviour", sentences, vectors.reshape(len(sentences), -1),
+                      {"family": "control", "extraction": "behaviour", "learner": "bot", "probes": probes.spec,
+                       "outcomes": list(BOT_OUTCOMES),
+                       "no_object_share": float(vectors[:, :, -1].mean())})
+
+
+def outcome_shares(bot: Embeddings, probes: ProbeSet) -> pd.Series:
+    """The share of each of the bot's outcomes (its actions, "no such object"), over every
+    instruction and probe state of its behavioural embedding ``bot``."""
+    per_state = bot.vectors.reshape(len(bot.sentences), len(probes), -1)
+    return pd.Series(per_state.mean((0, 1)), index=bot.meta["outcomes"])
