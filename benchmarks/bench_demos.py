@@ -15,7 +15,8 @@ import sys
 import tempfile
 import time
 
-from alignnb.core import config
+from alignnb.collect import levels
+from alignnb.core import streams
 from alignnb.collect import demos
 
 
@@ -25,7 +26,7 @@ def bare_loop(levels, episodes, seed):
     for level in levels:
         env = demos.make_env(level)
         for i in range(episodes):
-            steps += demos.run_bot_episode(env, config.episode_seed(seed, level, i), record=False)["length"]
+            steps += demos.run_bot_episode(env, streams.episode_seed(seed, level, i), record=False)["length"]
     return time.perf_counter() - t0, steps
 
 
@@ -37,7 +38,7 @@ def collect(levels, episodes, seed, workers):
 
 
 def main(episodes: int = 500) -> None:
-    levels = list(config.DEFAULT_LEVELS)
+    levels = list(levels.DEFAULT_LEVELS)
     n_ep = episodes * len(levels)
     rows = [("bare loop (1 process)", *bare_loop(levels, episodes, 0))]
     rows.append(("collect_demos, 1 worker", *collect(levels, episodes, 0, 1)))

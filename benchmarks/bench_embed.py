@@ -14,7 +14,7 @@ from __future__ import annotations
 import tempfile
 import time
 
-from alignnb.core import config
+from alignnb.collect import levels
 from alignnb.extract import encoders
 from alignnb.collect import instructions
 from alignnb.extract import models
@@ -22,7 +22,7 @@ from alignnb.extract import models
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        sentences = instructions.build_sentence_set(config.DEFAULT_LEVELS, 0, 2000, data_dir=None, progress=False)
+        sentences = instructions.build_sentence_set(levels.DEFAULT_LEVELS, 0, 2000, data_dir=None, progress=False)
         print(f"{len(sentences)} sentences; fresh cache in {tmp}")
         print(f"{'model':14s}{'first load s':>13s}{'cached load s':>14s}{'ratio':>7s} | {'pooling':>8s}{'sent/s':>8s}"
               f"{'cache hit s':>12s}")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from alignnb.run import cli
+from alignnb.run import notebooks
 from alignnb.run import ray_engine
 
 
@@ -38,7 +38,7 @@ def main() -> None:
           flush=True)
 
     t0 = time.perf_counter()
-    _, local = cli.run_sweep("seed", seeds, {"data_dir": str(root / "data-local")}, quick=True,
+    _, local = notebooks.run_sweep("seed", seeds, {"data_dir": str(root / "data-local")}, quick=True,
                              output=root / "local", only=args.only, progress=False)
     local_s = time.perf_counter() - t0
     print(f"local engine: {local_s:.0f} s", flush=True)
@@ -50,7 +50,7 @@ def main() -> None:
     ray.get(ray.remote(_nothing).remote())
     startup_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    _, on_ray = cli.run_sweep("seed", seeds, {"data_dir": str(root / "data-ray")}, quick=True, output=root / "ray",
+    _, on_ray = notebooks.run_sweep("seed", seeds, {"data_dir": str(root / "data-ray")}, quick=True, output=root / "ray",
                               engine="ray", only=args.only, progress=False)
     ray_s = time.perf_counter() - t0 + startup_s
     tasks = pd.read_csv(root / "ray" / "sweep_tasks.csv")

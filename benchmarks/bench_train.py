@@ -35,9 +35,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from alignnb.run import study
-from alignnb.agents import train
-from alignnb.agents.transformer import Agent, Vocabulary, count_parameters
+from alignnb.run import settings, stages
+from alignnb.agents import recipes, train
+from alignnb.agents.blocks import Vocabulary, count_parameters
+from alignnb.agents.transformer import Agent
 
 
 class NaivePerFrameTransformer(nn.Module):
@@ -91,11 +92,11 @@ def old_step():
 
 
 def _data():
-    cfg = study.StudyConfig()
+    cfg = settings.StudyConfig()
     try:
-        return study.load_demos(cfg)
+        return stages.load_demos(cfg)
     except FileNotFoundError:
-        return study.collect(cfg)[0]
+        return stages.collect(cfg)[0]
 
 
 def _batches(data, n: int, seed: int = 0):
@@ -209,7 +210,7 @@ def _to_goal(data, tc: train.TrainConfig, tmp: str, seed: int) -> dict:
 def bench_goal(seed: int = 0) -> None:
     data = _data()
     protocol = dict(check_every=500, check_episodes=200)
-    old = replace(train.FIXED_RECIPE, **protocol, goal_checks=1, min_steps=0)  # stops at the goal, to save time
+    old = replace(recipes.FIXED_RECIPE, **protocol, goal_checks=1, min_steps=0)  # stops at the goal, to save time
     new = replace(train.TrainConfig(), **protocol, threads=2)
     print(f"\ntime to goal (seed {seed}, 2 threads): the first success check (200 validation episodes per level, "
           "every 500 steps) meeting 99/97/97/95%; seconds include the checks", flush=True)

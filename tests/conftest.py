@@ -34,6 +34,6 @@ def small_demos(data_root):
 def quick_run(data_root, tmp_path_factory):
     """One whole quick study (`alignnb run --quick`) for the session: its run folder, with the
     executed notebooks and ``figures/``. The whole-study test, the book and the browser tests share it."""
-    from alignnb.run import cli
+    from alignnb.run import notebooks
 
-    return cli.run_notebooks(quick=True, output=tmp_path_factory.mktemp("quick-run") / "run", progress=False)
+    return notebooks.run_notebooks(quick=True, output=tmp_path_factory.mktemp("quick-run") / "run", progress=False)

@@ -6,14 +6,18 @@ import warnings
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from alignnb.core import config
-from alignnb.extract import encoders
+from alignnb.core import streams
+from alignnb.extract import encoders, spaces
 from alignnb.agents import checkpoints
-from alignnb.agents import train
-from alignnb.agents.transformer import Agent, AgentConfig, Vocabulary, build_agent, count_parameters
+from alignnb.agents import evaluation, train
+from alignnb.agents.blocks import Vocabulary, count_parameters
+from alignnb.agents.learners import build_agent
+from alignnb.agents.recipes import AgentConfig
+from alignnb.agents.transformer import Agent
 from conftest import LEVELS
 
 SMALL = AgentConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64, cell_dim=8, channels=16, d_hidden=32, memory_layers=1)
@@ -102,11 +106,11 @@ def test_overfits_a_tiny_data_set(small_demos):
 
 def test_same_seed_same_weights():
     vocab = Vocabulary.from_sentences(SENTENCES)
-    config.set_seed(5)
+    streams.set_seed(5)
     a = Agent(vocab, SMALL).state_dict()
-    config.set_seed(5)
+    streams.set_seed(5)
     b = Agent(vocab, SMALL).state_dict()
-    config.set_seed(6)
+    streams.set_seed(6)
     c = Agent(vocab, SMALL).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
@@ -127,10 +131,10 @@ def test_save_load_round_trip_and_mismatches(tmp_path):
 
 
 def test_missing_demonstrations_and_runs_say_how_to_make_them(tmp_path):
-    from alignnb.run import study
+    from alignnb.run import settings, stages
 
     with pytest.raises(FileNotFoundError, match="01_collect_demos"):
-        study.load_demos(study.StudyConfig(episodes_per_level=123), tmp_path)
+        stages.load_demos(settings.StudyConfig(episodes_per_level=123), tmp_path)
     with pytest.raises(FileNotFoundError, match="02_train_agent"):
         checkpoints.load_run(tmp_path / "agents" / "nothing")
 
@@ -167,39 +171,39 @@ def test_train_resume_and_evaluate(small_demos, data_root, monkeypatch):
     assert again.path == run.path and again.meta == run.meta
 
     # an interrupted run resumes from its checkpoint and ends with the same weights
-    real_evaluate = train.evaluate
-    monkeypatch.setattr(train, "evaluate", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    real_play = evaluation.play  # the final evaluation: interrupted there, after the last checkpoint
+    monkeypatch.setattr(evaluation, "play", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
         train.train_agent(**args, force=True)
     state = torch.load(run.path / "state.pt", weights_only=False)
     assert state["step"] == 20
-    monkeypatch.setattr(train, "evaluate", real_evaluate)
-    (run.path / "meta.json").unlink()
+    monkeypatch.setattr(evaluation, "play", real_play)
+    assert not checkpoints.is_finished(run.path)  # a forced rerun first withdrew the finished run
     resumed = train.train_agent(**args)
     for name, p in run.agent.state_dict().items():  # bit for bit: CPU training is deterministic
         assert torch.equal(resumed.agent.state_dict()[name], p), name
 
 
 def test_replicate_is_the_same_recipe_from_the_next_seed(small_demos, data_root, tmp_path):
-    from alignnb.run import study
+    from alignnb.run import settings, stages
 
-    cfg = study.StudyConfig(seed=7, episodes_per_level=30, quick=True, d_model=32, n_layers=1, memory_layers=1,
+    cfg = settings.StudyConfig(seed=7, episodes_per_level=30, quick=True, d_model=32, n_layers=1, memory_layers=1,
                             steps=20, eval_episodes=2, agent_seeds=1, recurrent_seeds=0)
     assert cfg.demos_key == small_demos.key  # derived from the parameters, no disk read
-    agents = study.train_agents(cfg, data_root, progress=False)
+    agents = stages.train_agents(cfg, data_root, progress=False)
     run = agents[("transformer", 7)]
     assert list(agents) == [("transformer", 7)] and run.path.name == cfg.agent_key()
     sentences = list(small_demos.missions[:12])
     # before it exists, the replicate is skipped with a reason, never replaced by the agent itself
-    done, _, skipped = encoders.study_embeddings(["agent", "agent-replicate"], sentences,
+    done, _, skipped = spaces.study_embeddings(["agent", "agent-replicate"], sentences,
                                                  agent_checkpoints=cfg.agent_checkpoints(data_root),
                                                  data_dir=tmp_path, progress=False)
     assert list(done) == ["agent"] and "agent_seeds >= 2" in skipped["agent-replicate"]
-    both = study.train_agents(replace(cfg, agent_seeds=2), data_root, progress=False)
+    both = stages.train_agents(replace(cfg, agent_seeds=2), data_root, progress=False)
     again, twin = both[("transformer", 7)], both[("transformer", 8)]
     assert again.path == run.path and twin.path.name == cfg.agent_key(replicate=True) != run.path.name
     p, q = run.meta["params"], twin.meta["params"]
-    assert q["seed"] == p["seed"] + study.REPLICATE_OFFSET
+    assert q["seed"] == p["seed"] + settings.REPLICATE_OFFSET
     assert {k: v for k, v in q.items() if k != "seed"} == {k: v for k, v in p.items() if k != "seed"}
     assert any(not torch.equal(a, b) for a, b in zip(run.agent.parameters(), twin.agent.parameters()))
     emb = encoders.embed("agent-replicate", sentences, agent_checkpoints=cfg.agent_checkpoints(data_root),
@@ -228,3 +232,30 @@ def test_gradients_are_bit_identical_between_two_backward_passes(small_demos):
     first = gradients()
     for _ in range(5):
         assert all(torch.equal(g, h) for g, h in zip(first, gradients()))
+
+
+def test_eval_episodes_is_its_own_cached_step(small_demos, data_root):
+    """Asking another number of final episodes evaluates again (cached) and never retrains."""
+    tc = QUICK_RECIPE
+    args = dict(data=small_demos, agent_config=SMALL, train_config=tc, seed=0, data_dir=data_root, progress=False)
+    run = train.train_agent(**args, final_eval_episodes=6)
+    stamp = (run.path / "agent.pt").stat().st_mtime_ns
+    fewer = train.train_agent(**args, final_eval_episodes=4)
+    assert fewer.path == run.path and (run.path / "agent.pt").stat().st_mtime_ns == stamp  # not retrained
+    assert (fewer.success_table()["episodes"] == 4).all() and (fewer.success_table("sampled")["episodes"] == 4).all()
+    assert len(fewer.episodes) == 4 * len(LEVELS)
+    assert fewer.meta["evaluation"]["episodes"] == 4
+    key = evaluation.evaluation_key(run.path.name, 4, 0)
+    assert fewer.meta["evaluation"]["key"] == key and evaluation.evaluation_dir(key, data_root).is_dir()
+    # the run's own 6-episode evaluation is still what 6 serves
+    same = train.train_agent(**args, final_eval_episodes=6)
+    pd.testing.assert_frame_equal(same.success_table(), run.success_table())
+    assert same.meta["evaluation"]["source"] == str(run.path)
+    # the step plays exactly what a finishing run plays (same layouts, same threads, same numbers)
+    unrecorded = replace(run, meta={**run.meta, "params": {**run.meta["params"], "final_eval_episodes": None}})
+    replayed = evaluation.evaluated(unrecorded, 6, data_root)
+    pd.testing.assert_frame_equal(replayed.success_table(), run.success_table())
+    pd.testing.assert_frame_equal(replayed.success_table("sampled"), run.success_table("sampled"))
+    pd.testing.assert_frame_equal(replayed.episodes, run.episodes)
+    with pytest.raises(FileNotFoundError, match="eval_episodes=3"):
+        evaluation.evaluated(run, 3, data_root, must_exist=True)

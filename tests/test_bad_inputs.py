@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from alignnb.measure import analysis
-from alignnb.run import cli
+from alignnb.core import paths
+from alignnb.run import cli, notebooks
 from alignnb.collect import demos
 from alignnb.extract import encoders
 from alignnb.core import cache
@@ -59,9 +60,9 @@ CLI_CASES = [
 
 @pytest.mark.parametrize("argv, says", CLI_CASES, ids=[" ".join(a) for a, _ in CLI_CASES])
 def test_cli_bad_input_is_one_clear_line(argv, says, capsys, tmp_path, monkeypatch):
-    monkeypatch.setattr(cli.config, "runs_dir", lambda: tmp_path / "runs")
+    monkeypatch.setattr(paths, "runs_dir", lambda: tmp_path / "runs")
     ran = []
-    monkeypatch.setattr(cli.papermill, "execute_notebook", lambda *a, **k: ran.append(a))
+    monkeypatch.setattr(notebooks.papermill, "execute_notebook", lambda *a, **k: ran.append(a))
     try:
         code = cli.main(argv)
     except SystemExit as exc:  # argparse's own errors
@@ -210,7 +211,7 @@ def test_damaged_demonstrations_are_reported_and_rebuilt(damage, tmp_path):
     with pytest.raises(cache.CorruptCache) as info:
         demos.load_demos(path)
     assert str(path) in str(info.value) and "rm -r" in str(info.value)
-    with pytest.warns(RuntimeWarning, match="collecting them again"):
+    with pytest.warns(RuntimeWarning, match="cached demonstrations.*making it again"):
         again = demos.collect_demos(LEVELS[:1], 4, seed=3, workers=1, data_dir=tmp_path, progress=False)
     assert np.array_equal(np.asarray(again.actions), actions)
     assert len(again.episodes) == 4
@@ -237,7 +238,7 @@ def test_damaged_embeddings_are_recomputed(tmp_path):
         Embeddings.load(path)
     with pytest.raises(cache.CorruptCache):
         encoders.embed("bag-of-words", SENTENCES, data_dir=tmp_path, progress=False, must_exist=True)
-    with pytest.warns(RuntimeWarning, match="computing them again"):
+    with pytest.warns(RuntimeWarning, match="making it again"):
         again = encoders.embed("bag-of-words", SENTENCES, data_dir=tmp_path, progress=False)
     assert np.array_equal(again.vectors, first.vectors)
 
@@ -259,7 +260,7 @@ def test_a_damaged_finished_run_is_reported_and_trained_again(name, damage, smal
     with pytest.raises(cache.CorruptCache) as info:
         checkpoints.load_run(run.path)
     assert str(run.path) in str(info.value) and "rm -r" in str(info.value)
-    with pytest.warns(RuntimeWarning, match="training it again"):
+    with pytest.warns(RuntimeWarning, match="finished run.*making it again"):
         again = _train(small_demos, tmp_path)
     for key, p in run.agent.state_dict().items():  # the same recipe and seed: the same agent
         assert torch.equal(again.agent.state_dict()[key], p)

@@ -13,7 +13,7 @@ import pytest
 
 from alignnb.run import dashboard
 from alignnb.measure import metrics
-from alignnb.run.study import load_study
+from alignnb.run.stages import load_study
 
 pytestmark = pytest.mark.slow
 

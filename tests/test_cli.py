@@ -8,7 +8,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from alignnb.run import cli
+from alignnb.run import cli, notebooks
 
 
 def write_notebook(path, cells):
@@ -25,8 +25,8 @@ def test_failing_notebook_names_notebook_and_cell(tmp_path, capsys):
     good, bad = tmp_path / "01_fine.ipynb", tmp_path / "02_broken.ipynb"
     write_notebook(good, ["y = x + 1"])
     write_notebook(bad, ["y = x + 1", "raise RuntimeError('the data are gone')"])
-    with pytest.raises(cli.NotebookFailed, match=r"02_broken.ipynb failed in cell \d+.*RuntimeError.*data are gone"):
-        cli.run_notebooks({"x": 2}, quick=True, output=tmp_path / "out", notebooks=[good, bad], progress=False)
+    with pytest.raises(notebooks.NotebookFailed, match=r"02_broken.ipynb failed in cell \d+.*RuntimeError.*data are gone"):
+        notebooks.run_notebooks({"x": 2}, quick=True, output=tmp_path / "out", notebooks=[good, bad], progress=False)
     assert (tmp_path / "out" / "01_fine.ipynb").exists() and (tmp_path / "out" / "02_broken.ipynb").exists()
     ran = nbformat.read(tmp_path / "out" / "01_fine.ipynb", 4)
     injected = next(c for c in ran.cells if "injected-parameters" in c.metadata.get("tags", []))
@@ -35,9 +35,9 @@ def test_failing_notebook_names_notebook_and_cell(tmp_path, capsys):
 
 def test_main_exits_non_zero_on_failure(tmp_path, monkeypatch, capsys):
     def boom(*a, **k):
-        raise cli.NotebookFailed("03_x.ipynb failed in cell 4")
+        raise notebooks.NotebookFailed("03_x.ipynb failed in cell 4")
 
-    monkeypatch.setattr(cli, "run_notebooks", boom)
+    monkeypatch.setattr(notebooks, "run_notebooks", boom)
     assert cli.main(["run", "--quick"]) == 1
     assert "03_x.ipynb failed in cell 4" in capsys.readouterr().err
 
@@ -45,10 +45,10 @@ def test_main_exits_non_zero_on_failure(tmp_path, monkeypatch, capsys):
 def test_parse_value_and_run_names():
     assert cli.parse_value("3") == 3 and cli.parse_value("false") is False and cli.parse_value("[1, 2]") == [1, 2]
     assert cli.parse_value("BabyAI-GoToLocal-v0") == "BabyAI-GoToLocal-v0"
-    assert cli.run_name(False, {}) == "default"
-    assert cli.run_name(True, {"seed": 1}).startswith("quick_seed=1_")
+    assert notebooks.run_name(False, {}) == "default"
+    assert notebooks.run_name(True, {"seed": 1}).startswith("quick_seed=1_")
     # names are unique: settings that read alike after character replacement do not share a folder
-    assert cli.run_name(False, {"models": ["a/b"]}) != cli.run_name(False, {"models": ["a-b"]})
+    assert notebooks.run_name(False, {"models": ["a/b"]}) != notebooks.run_name(False, {"models": ["a-b"]})
     assert cli.parse_sweep("seed=0,1") == ("seed", [0, 1])
     assert cli.parse_sweep('models=["a","b"],["c"]') == ("models", [["a", "b"], ["c"]])
     for bad in ("seed=0,,1", "seed=", "=1,2", "seed"):
@@ -64,30 +64,30 @@ def test_sweep_summary(tmp_path):
         pd.DataFrame({"level": ["L"], "success_rate": [sr], "episodes": [10]}).to_csv(fig / "agent_success.csv", index=False)
         pd.DataFrame({"model": ["m"], "k": [15], "precision": [p]}).to_csv(fig / "alignment_summary.csv", index=False)
         dirs[seed] = tmp_path / f"seed={seed}"
-    table = cli.sweep_summary(dirs, "seed")
+    table = notebooks.sweep_summary(dirs, "seed")
     assert table.loc["success L", "mean"] == pytest.approx(0.95)
     assert table.loc["precision@15 agent vs m", "sd"] == pytest.approx(0.1414, abs=1e-3)
 
 
 def test_bad_parameters_fail_before_any_notebook(tmp_path, monkeypatch):
     started = []
-    monkeypatch.setattr(cli.papermill, "execute_notebook", lambda *a, **k: started.append(a))
+    monkeypatch.setattr(notebooks.papermill, "execute_notebook", lambda *a, **k: started.append(a))
     for params, message in [({"k": 0}, "k=0"), ({"seed": 1.5}, "seed must be an integer"),
                             ({"profile": "gpt"}, "unknown profile"), ({"models": "minilm-l6"}, "list of strings"),
                             ({"agent_seeds": "no"}, "an integer"), ({"sede": 1}, "unknown parameter"),
                             ({"quick": True}, "use --quick"), ({"output_dir": "x"}, "use --output")]:
         with pytest.raises(ValueError, match=message):
-            cli.run_notebooks(params, quick=True, output=tmp_path / "run", progress=False)
+            notebooks.run_notebooks(params, quick=True, output=tmp_path / "run", progress=False)
     with pytest.raises(ValueError, match="no notebook starts with"):
-        cli.run_notebooks({}, quick=True, output=tmp_path / "run", only=["99"], progress=False)
+        notebooks.run_notebooks({}, quick=True, output=tmp_path / "run", only=["99"], progress=False)
     assert started == []
 
 
 def test_each_notebook_receives_its_parameters_and_the_study(tmp_path, monkeypatch):
     calls = {}
-    monkeypatch.setattr(cli.papermill, "execute_notebook",
+    monkeypatch.setattr(notebooks.papermill, "execute_notebook",
                         lambda src, out, parameters, **k: calls.setdefault(Path(src).name[:2], parameters))
-    cli.run_notebooks({"k": 5, "episodes_per_level": 100}, quick=True, output=tmp_path / "run", progress=False)
+    notebooks.run_notebooks({"k": 5, "episodes_per_level": 100}, quick=True, output=tmp_path / "run", progress=False)
     assert calls["04"]["k"] == 5 and "episodes_per_level" not in calls["04"]
     assert calls["04"]["study"]["episodes_per_level"] == 100 and calls["01"]["episodes_per_level"] == 100
     assert all(c["quick"] is True and c["study"]["quick"] is True for c in calls.values())

@@ -8,12 +8,16 @@ import pandas as pd
 import pytest
 import torch
 
+import os
+
 from alignnb.agents import jobs
+from alignnb.core.engines import InProcess, Processes
 from alignnb.agents import train
+from alignnb.collect import levels
 from conftest import LEVELS
 from test_agent import SMALL
 
-GOALS = train.SUCCESS_GOALS
+GOALS = levels.goals(levels.DEFAULT_LEVELS, "transformer")
 
 
 def _check(step: int, rates: dict[str, float]) -> dict:
@@ -48,7 +52,9 @@ def test_goals_met_is_per_level():
     almost = {**_rates(True), "BabyAI-PickupLoc-v0": 0.969}
     assert not train.goals_met(almost)
     assert not train.goals_met({})  # nothing scored is not a success
-    assert train.goals_met({"BabyAI-Other-v0": 0.95}) and not train.goals_met({"BabyAI-Other-v0": 0.94})
+    with pytest.raises(ValueError, match="BabyAI-Other-v0.*has no success goals"):  # never a silent 0.95
+        train.goals_met({"BabyAI-Other-v0": 0.95})
+    assert train.goals_met({"BabyAI-Other-v0": 0.95}, {"BabyAI-Other-v0": 0.95})
 
 
 def test_stop_reason_on_a_synthetic_validation_curve():
@@ -77,10 +83,10 @@ def _fake_checks(monkeypatch, passing_from: int, seed: int, interrupt_at: int | 
     """Success checks follow a synthetic curve: the goals are met from step ``passing_from`` on."""
     real = train.evaluate
 
-    def evaluate(agent, levels, episodes, seed=0, **kw):
-        if seed < 10_000:  # the final test: real episodes
-            return real(agent, levels, episodes, seed=seed, **kw)
-        step = seed - 10_000 - base
+    def evaluate(agent, levels, episodes, seed=0, stream="test", step=0, **kw):
+        if stream != "checks":  # the final test: real episodes
+            return real(agent, levels, episodes, seed=seed, stream=stream, step=step, **kw)
+        assert seed == base  # a check's layouts are the checks stream of the run's seed
         if interrupt_at is not None and step == interrupt_at:
             raise KeyboardInterrupt
         rates = {lv: (1.0 if step >= passing_from else 0.5) for lv in levels}
@@ -132,17 +138,37 @@ def test_an_interrupted_run_resumes_bit_for_bit(small_demos, data_root, tmp_path
 def test_agents_side_by_side_equal_agents_one_after_the_other(small_demos, tmp_path):
     tc = replace(RECIPE, steps=30, check_every=0, goal_checks=0)
     todo = [jobs.TrainJob(str(small_demos.path), SMALL, tc, seed, final_eval_episodes=2) for seed in (0, 1)]
-    assert jobs.default_workers(todo) == 2
-    apart = jobs.train_side_by_side(todo, tmp_path / "parallel", workers=2, progress=True)
-    after = jobs.train_side_by_side(todo, tmp_path / "sequential", workers=1, progress=False)
+    assert Processes().workers_for([j.train_config.threads for j in todo]) == min(2, os.cpu_count())
+    apart = jobs.train_all(todo, tmp_path / "parallel", engine=Processes(workers=2), progress=True)
+    after = jobs.train_all(todo, tmp_path / "sequential", engine=InProcess(), progress=False)
     for a, b in zip(apart, after):
         assert a.path.name == b.path.name and a.meta["torch_threads"] == 1
         for name, p in a.agent.state_dict().items():
             assert torch.equal(b.agent.state_dict()[name], p), name
     assert any(not torch.equal(p, q) for p, q in zip(apart[0].agent.parameters(), apart[1].agent.parameters()))
     # cached: a second call trains nothing and returns the same runs
-    again = jobs.train_side_by_side(todo, tmp_path / "parallel", progress=False)
+    class Refuses(InProcess):
+        def map(self, *args, **kwargs):
+            raise AssertionError("a cached run was handed to the engine")
+
+    again = jobs.train_all(todo, tmp_path / "parallel", engine=Refuses(), progress=False)
     assert [r.path for r in again] == [r.path for r in apart]
+
+
+def test_missing_runs_are_scheduled_longest_first(small_demos, tmp_path):
+    """The engine gets the missing jobs longest first (steps x threads), so no core idles at the end."""
+    short, long = replace(RECIPE, steps=20), replace(RECIPE, steps=60, threads=1)
+    todo = [jobs.TrainJob(str(small_demos.path), SMALL, short, 0, 2), jobs.TrainJob(str(small_demos.path), SMALL, long, 1, 2)]
+    seen = []
+
+    class Records(InProcess):
+        def map(self, fn, tasks, **kwargs):
+            seen.extend(t.seed for t in tasks)
+            raise RuntimeError("stop here")
+
+    with pytest.raises(RuntimeError, match="stop here"):
+        jobs.train_all(todo, tmp_path, engine=Records(), progress=False)
+    assert seen == [1, 0]
 
 
 def test_thread_count_is_part_of_the_recipe(small_demos):

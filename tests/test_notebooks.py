@@ -9,13 +9,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from alignnb.run import cli
-from alignnb.core import config
-from alignnb.run.study import StudyConfig
+from alignnb.run import notebooks
+from alignnb.core import paths
+from alignnb.run.settings import StudyConfig
 
 from conftest import LEVELS
 
-NOTEBOOKS = cli.study_notebooks()
+NOTEBOOKS = paths.study_notebooks()
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
@@ -28,26 +28,29 @@ def test_notebook_is_clean_and_parameters_parse(path):
     assert len(params) == 1
     assigned = [n.targets[0].id for n in ast.parse("".join(params[0]["source"])).body]
     # papermill silently drops a line it cannot parse; every assignment must be seen by it
-    assert list(cli.notebook_parameters(path)) == assigned
+    assert list(notebooks.notebook_parameters(path)) == assigned
     assert {"quick", "output_dir", "seed"} <= set(assigned)
     # a notebook declares its own stage's parameters, what identifies the study, and run settings only
     number = int(path.name[:2])
     own = set(StudyConfig.names(number))
-    assert set(assigned) - {"study", "output_dir", "data_dir", "interactive"} == own
+    runner = (set(notebooks.RUNNER_PARAMETERS) - {"quick"}) | {"data_dir"}
+    assert set(assigned) - runner == own
+    if number in (2, 3):  # the stages with work to spread: the runner passes its engine
+        assert {"engine", "engine_address"} <= set(assigned)
     assert "study" in assigned
 
 
 def test_runner_rejects_unknown_parameters(tmp_path):
     with pytest.raises(ValueError, match="unknown parameter"):
-        cli.run_notebooks({"sede": 1}, quick=True, output=tmp_path)
+        notebooks.run_notebooks({"sede": 1}, quick=True, output=tmp_path)
 
 
 @pytest.mark.slow
 def test_quick_run_of_notebook_01(data_root, tmp_path, capfd):
-    before = sorted(p.name for p in config.figures_dir().glob("*"))
+    before = sorted(p.name for p in paths.figures_dir().glob("*"))
     # its own cache folder, so it collects (other tests may have cached the quick study's demos)
     fresh = tmp_path / "data"
-    run_dir = cli.run_notebooks({"data_dir": str(fresh)}, quick=True, output=tmp_path / "run", only=["01"],
+    run_dir = notebooks.run_notebooks({"data_dir": str(fresh)}, quick=True, output=tmp_path / "run", only=["01"],
                                 progress=True)
     out, err = capfd.readouterr()  # the kernel writes its warnings to the inherited stderr
     assert "without encryption" not in out + err and "WARNING" not in err, err[-2000:]
@@ -58,7 +61,7 @@ def test_quick_run_of_notebook_01(data_root, tmp_path, capfd):
         assert {f"{name}.png", f"{name}.pdf"} <= figures
     assert "instruction_inventory.csv" in figures
     assert (run_dir / "01_collect_demos.ipynb").exists()
-    assert sorted(p.name for p in config.figures_dir().glob("*")) == before  # committed figures untouched
+    assert sorted(p.name for p in paths.figures_dir().glob("*")) == before  # committed figures untouched
     assert any((fresh / "demos").iterdir())
 
 
@@ -88,7 +91,7 @@ def test_quick_run_of_the_whole_study(quick_run):
     sens = pd.read_csv(run_dir / "figures" / "sensitivity.csv")
     assert {"k", "sentences", "N", "hygiene", "pooling", "layer"} <= set(sens["choice"])
     assert summary["precision"].between(0, 1).all() and (summary["k"] == 15).all()
-    readme = (config.REPO_ROOT / "README.md").read_text()
+    readme = (paths.REPO_ROOT / "README.md").read_text()
     import re
 
     for shown in re.findall(r"figures/([\w-]+)\.png", readme):

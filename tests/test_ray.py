@@ -10,14 +10,17 @@ import nbformat
 import pandas as pd
 import pytest
 
-from alignnb.run import cli
+from alignnb.run import cli, notebooks
 from alignnb.collect import demos
 
 from conftest import LEVELS
 
 ray = pytest.importorskip("ray", reason='the Ray engine tests need Ray: pip install -e ".[ray]" (make test installs it)')
 
+from alignnb.core.engines import InProcess  # noqa: E402
+from alignnb.extract import spaces  # noqa: E402
 from alignnb.run import ray_engine  # noqa: E402
+from alignnb.run.engines import make_engine  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +100,8 @@ def test_two_tasks_that_need_one_missing_stage_build_it_once(local_ray, tmp_path
 @pytest.mark.slow
 def test_a_failing_point_names_value_notebook_and_cell_and_the_others_are_kept(local_ray, tmp_path):
     notebook = tiny_notebook(tmp_path / "nb")
-    with pytest.raises(cli.SweepFailed) as failed:
-        cli.run_sweep("seed", [0, 1], quick=True, output=tmp_path / "sweep", engine="ray", notebooks=[notebook],
+    with pytest.raises(notebooks.SweepFailed) as failed:
+        notebooks.run_sweep("seed", [0, 1], quick=True, output=tmp_path / "sweep", engine="ray", notebooks=[notebook],
                       progress=False)
     message = str(failed.value)
     assert "seed=1" in message and "01_tiny.ipynb failed in cell" in message
@@ -116,10 +119,10 @@ def test_a_quick_sweep_on_ray_equals_the_local_engine(local_ray, data_root, tmp_
     data folder, gives the same summary as the local engine, and the same weights, bit for bit
     (a checkpoint also records its wall-clock timings, so the files themselves differ)."""
     params = {"agent_seeds": 1, "recurrent_seeds": 0}
-    local_base, local = cli.run_sweep("seed", [0, 1], params, quick=True, output=tmp_path / "local",
+    local_base, local = notebooks.run_sweep("seed", [0, 1], params, quick=True, output=tmp_path / "local",
                                       only=["01", "02"], progress=False)
     fresh = tmp_path / "ray-data"
-    ray_base, on_ray = cli.run_sweep("seed", [0, 1], {**params, "data_dir": str(fresh)}, quick=True,
+    ray_base, on_ray = notebooks.run_sweep("seed", [0, 1], {**params, "data_dir": str(fresh)}, quick=True,
                                      output=tmp_path / "ray", engine="ray", only=["01", "02"], progress=False)
     assert not local.empty and list(local.columns) == [0, 1, "mean", "sd"]
     pd.testing.assert_frame_equal(local, on_ray)
@@ -136,8 +139,8 @@ def test_without_ray_the_ray_engine_says_how_to_install_it_and_local_never_impor
     notebook = tiny_notebook(tmp_path / "nb")
     code = f"""
 import sys
-from alignnb.run import cli
-base, _ = cli.run_sweep("seed", [0], quick=True, output={str(tmp_path / "sweep")!r}, notebooks=[{str(notebook)!r}],
+from alignnb.run import cli, notebooks
+base, _ = notebooks.run_sweep("seed", [0], quick=True, output={str(tmp_path / "sweep")!r}, notebooks=[{str(notebook)!r}],
                         progress=False)
 assert "ray" not in sys.modules, "the local engine imported ray"
 sys.modules["ray"] = None  # as if Ray were not installed
@@ -158,26 +161,26 @@ def test_a_large_model_asks_for_a_gpu_only_when_there_is_one():
     from alignnb.extract.models import get_spec
 
     big, small = get_spec("qwen2.5-7b"), get_spec("smollm2-135m")
-    assert ray_engine.wants_gpu(big, cluster_gpus=1) and not ray_engine.wants_gpu(big, cluster_gpus=0)
-    assert not ray_engine.wants_gpu(small, cluster_gpus=4)
+    assert spaces.wants_gpu(big, engine_gpus=1) and not spaces.wants_gpu(big, engine_gpus=0)
+    assert not spaces.wants_gpu(small, engine_gpus=4)
 
 
 @pytest.mark.slow
-def test_agents_as_ray_tasks_equal_the_local_engine_bit_for_bit(local_ray, small_demos, tmp_path, monkeypatch):
-    """In the kernels of `alignnb run --engine ray`, each missing agent is a Ray task with
-    num_cpus = its recipe's thread count; the checkpoints are the local engine's."""
+def test_agents_as_ray_tasks_equal_the_local_engine_bit_for_bit(local_ray, small_demos, tmp_path):
+    """With the Ray engine (what the kernels of `alignnb run --engine ray` build), each missing
+    agent is a Ray task with num_cpus = its recipe's thread count; the checkpoints are the local engine's."""
     from dataclasses import replace
 
-    from alignnb.core import config
+
     from alignnb.agents import jobs
     from test_engine import RECIPE, SMALL
 
     tc = replace(RECIPE, steps=30, check_every=0, goal_checks=0)
     todo = [jobs.TrainJob(str(small_demos.path), SMALL, tc, seed, final_eval_episodes=2) for seed in (0, 1)]
-    local = jobs.train_side_by_side(todo, tmp_path / "local", workers=1, progress=False)
-    monkeypatch.setenv(config.ENGINE_ENV, "ray")
-    monkeypatch.setenv(ray_engine.ADDRESS_ENV, ray.get_runtime_context().gcs_address)
-    on_ray = jobs.train_side_by_side(todo, tmp_path / "ray", progress=False)
+    local = jobs.train_all(todo, tmp_path / "local", engine=InProcess(), progress=False)
+    engine = make_engine("ray", ray.get_runtime_context().gcs_address)
+    assert isinstance(engine, ray_engine.RayEngine) and engine.remote
+    on_ray = jobs.train_all(todo, tmp_path / "ray", engine=engine, progress=False)
     for a, b in zip(local, on_ray):
         assert a.path.name == b.path.name and b.meta["torch_threads"] == 1
         assert_same_checkpoint(a.path / "agent.pt", b.path / "agent.pt")
@@ -190,7 +193,6 @@ def test_language_model_embeddings_as_ray_tasks_fill_the_local_engines_cache(loc
     import numpy as np
     import torch
 
-    from alignnb.extract import encoders
     from test_encoders import SENTENCES, tiny, word_tokenizer
 
     torch.manual_seed(0)
@@ -199,12 +201,13 @@ def test_language_model_embeddings_as_ray_tasks_fill_the_local_engines_cache(loc
     model.save_pretrained(folder)
     word_tokenizer(tok_kind).save_pretrained(folder)
     ref = f"encoder:{folder}"
-    devices = ray_engine.embed_language_models([ref], SENTENCES, None, None, ("mean", "last"), str(tmp_path / "ray"),
-                                             progress=False)
+    engine = ray_engine.RayEngine(ray.get_runtime_context().gcs_address)
+    devices = spaces.embed_as_tasks([ref], SENTENCES, None, None, ("mean", "last"), tmp_path / "ray", engine,
+                                    progress=False)
     assert devices == {ref: None}  # a tiny model on a cluster without GPUs: the caller's device (CPU)
-    on_ray, layers, skipped = encoders.study_embeddings([ref], SENTENCES, data_dir=tmp_path / "ray", progress=False,
-                                                        must_exist=True)  # only reads: the task made them all
-    local, _, _ = encoders.study_embeddings([ref], SENTENCES, data_dir=tmp_path / "local", progress=False)
+    on_ray, layers, skipped = spaces.study_embeddings([ref], SENTENCES, data_dir=tmp_path / "ray", progress=False,
+                                                      must_exist=True)  # only reads: the task made them all
+    local, _, _ = spaces.study_embeddings([ref], SENTENCES, data_dir=tmp_path / "local", progress=False)
     assert not skipped and {(ref, "mean"), (ref, "last")} <= set(layers)
     names = lambda d: sorted(p.name for p in (tmp_path / d / "embeddings").glob("*.npz"))  # noqa: E731
     assert names("ray") == names("local")  # the same keys

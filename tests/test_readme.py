@@ -6,7 +6,7 @@ import re
 
 import pandas as pd
 
-from alignnb.core import config
+from alignnb.core import paths
 
 #: Each column of the README's results table and the alignment_summary.csv columns its numbers come from, in order.
 SHOWN = {
@@ -19,7 +19,7 @@ SHOWN = {
 
 
 def _readme_results() -> pd.DataFrame:
-    text = (config.REPO_ROOT / "README.md").read_text()
+    text = (paths.REPO_ROOT / "README.md").read_text()
     block = text.split("<!-- results-table:", 1)[1].split("\n\n", 1)[0]
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in block.splitlines()[1:]
             if line.startswith("|") and not line.startswith("|---")]
@@ -32,7 +32,7 @@ def _numbers(cell: str) -> list[float]:
 
 def test_readme_results_table_matches_alignment_summary():
     shown = _readme_results()
-    summary = pd.read_csv(config.REPO_ROOT / "figures" / "alignment_summary.csv")
+    summary = pd.read_csv(paths.REPO_ROOT / "figures" / "alignment_summary.csv")
     assert list(shown["model"]) == list(summary["model"]) and (summary["k"] == 15).all()
     assert list(shown.columns) == ["model", "family", *SHOWN]
     for (_, r), (_, s) in zip(shown.iterrows(), summary.iterrows()):
@@ -46,12 +46,12 @@ def test_readme_results_table_matches_alignment_summary():
 
 def test_readme_success_rates_match_agent_success():
     """The README's table of every agent's greedy success (one row per learner and seed)."""
-    text = (config.REPO_ROOT / "README.md").read_text()
+    text = (paths.REPO_ROOT / "README.md").read_text()
     block = text.split("<!-- success-table:", 1)[1].split("\n\n", 1)[0]
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in block.splitlines()[1:]
             if line.startswith("|") and not line.startswith("|---")]
     shown = pd.DataFrame(rows[1:], columns=rows[0])
-    table = pd.read_csv(config.REPO_ROOT / "figures" / "agent_success.csv")
+    table = pd.read_csv(paths.REPO_ROOT / "figures" / "agent_success.csv")
     wide = table.pivot_table(index=["learner", "seed"], columns="level", values="success_rate", sort=False)
     assert len(shown) == len(wide)
     for (_, r), ((learner, seed), values) in zip(shown.iterrows(), wide.iterrows()):
@@ -64,12 +64,12 @@ def test_readme_variants_table_matches_the_variant_tables():
     """The README's agent-variants table is what analysis.variant_markdown makes of the committed tables."""
     from alignnb.measure import analysis
 
-    text = (config.REPO_ROOT / "README.md").read_text()
+    text = (paths.REPO_ROOT / "README.md").read_text()
     block = text.split("<!-- variants-table:", 1)[1].split("-->", 1)[1].strip("\n").split("\n\n", 1)[0]
     lines = block.splitlines()
     models = [c.strip() for c in lines[0].strip("|").split("|")][2:-1]
-    variants = pd.read_csv(config.REPO_ROOT / "figures" / "agent_variants.csv")
-    agreement = pd.read_csv(config.REPO_ROOT / "figures" / "agent_agreement.csv")
+    variants = pd.read_csv(paths.REPO_ROOT / "figures" / "agent_variants.csv")
+    agreement = pd.read_csv(paths.REPO_ROOT / "figures" / "agent_agreement.csv")
     expected = analysis.variant_markdown(analysis.variant_summary(variants), analysis.ceiling_summary(agreement),
                                          models)
     assert lines == expected

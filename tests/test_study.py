@@ -8,7 +8,7 @@ import pytest
 
 from alignnb.collect import demos
 from alignnb.agents import checkpoints
-from alignnb.run.study import QUICK, REPLICATE_OFFSET, StudyConfig, configure
+from alignnb.run.settings import QUICK, REPLICATE_OFFSET, StudyConfig, configure
 
 BAD = [
     ({"seed": 1.5}, "seed must be an integer"),

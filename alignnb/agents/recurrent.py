@@ -31,7 +31,6 @@ transformer agent reads its cells).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -39,32 +38,9 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from alignnb.agents.transformer import (N_ACTIONS, N_COLORS, N_OBJECTS, N_STATES, FiLM, InstructionEmbeddings, Vocabulary, _masked_mean,
-                    cell_values)
-
-
-@dataclass(frozen=True)
-class RecurrentConfig:
-    """Sizes of the GRU + FiLM + LSTM agent (the defaults: about 0.49M parameters)."""
-
-    learner: str = "gru-film-lstm"  # names this learner in checkpoints (see alignnb.agents.transformer.config_from_dict)
-    d_model: int = 128  # word embedding and GRU size = instruction embedding size
-    max_words: int = 16
-    cell_dim: int = 32  # embedding size of each cell attribute (a cell is the sum of its three)
-    channels: int = 32  # convolution channels
-    film_blocks: int = 2  # FiLM residual blocks
-    d_hidden: int = 128  # frame feature and LSTM size
-    dropout: float = 0.0  # on the LSTM's input and output
-    readout: str = "flatten"  # "flatten": every cell's features into a linear map; "max": BabyAI 1.1's max-pool
-
-    def __post_init__(self) -> None:
-        if self.learner != RecurrentConfig.learner:
-            raise ValueError(f"RecurrentConfig is the {RecurrentConfig.learner!r} learner, not {self.learner!r}")
-        if self.readout not in ("flatten", "max"):
-            raise ValueError(f"readout must be 'flatten' or 'max', got {self.readout!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from alignnb.agents.recipes import RecurrentConfig
+from alignnb.agents.blocks import (N_ACTIONS, N_COLORS, N_OBJECTS, N_STATES, FiLM, InstructionEmbeddings, Vocabulary,
+                                    cell_values, masked_mean)
 
 
 class GRUInstructionEncoder(nn.Module):
@@ -85,7 +61,7 @@ class GRUInstructionEncoder(nn.Module):
         packed = pack_padded_sequence(x, mask.sum(1).cpu(), batch_first=True, enforce_sorted=False)
         emb = self.gru(packed)[1][0]  # final hidden state [n, d_model], in the order of ``ids``
         if return_layers:
-            return emb, [_masked_mean(x, mask)]
+            return emb, [masked_mean(x, mask)]
         return emb
 
 

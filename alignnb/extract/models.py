@@ -24,6 +24,7 @@ import difflib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import pandas as pd
 
 FAMILIES = ("agent", "decoder LLM", "encoder LM", "sentence encoder", "VLM text tower", "control")
@@ -33,6 +34,8 @@ LANGUAGE_FAMILIES = ("decoder LLM", "encoder LM", "sentence encoder", "VLM text 
 #: Weight quantizations that :mod:`alignnb.extract.encoders` can apply to a full-precision model.
 QUANTIZATIONS = ("", "q4_0")
 POOLINGS = ("mean", "last", "cls", "proj")
+#: Layer names besides an integer index: the last layer, or every layer (the layer sweeps).
+LAYER_NAMES = ("last", "all")
 
 
 class ModelUnavailable(RuntimeError):
@@ -204,3 +207,10 @@ def model_table(keys: Sequence[str]) -> pd.DataFrame:
     """Family, source, default pooling/layer and note of registered models."""
     rows = [{k: v for k, v in asdict(get_spec(key)).items() if k != "skip_bos_in_mean"} for key in keys]
     return pd.DataFrame(rows).set_index("key")
+
+
+def check_layer(layer: int | str) -> int | str:
+    """``layer`` if it names a layer ("last", "all" or an integer), else a ValueError."""
+    if isinstance(layer, bool) or not (layer in LAYER_NAMES or isinstance(layer, (int, np.integer))):
+        raise ValueError(f"layer must be 'last', 'all' or an integer index, got {layer!r}")
+    return int(layer) if isinstance(layer, (int, np.integer)) else layer

@@ -34,8 +34,8 @@ from urllib.parse import unquote, urlsplit
 
 import nbformat
 
-#: Executed notebooks of a run: ``NN_name.ipynb``.
-NOTEBOOK_PATTERN = re.compile(r"^(\d+)_.+\.ipynb$")
+from alignnb.core import paths
+
 #: Marks a folder made by :func:`build_book`, the only kind it will clean.
 MARKER = ".alignnb-book"
 #: Written into the site: the notebook pages it must have (read by :func:`check_book`).
@@ -45,14 +45,14 @@ WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 _RUN_HINT = "run the study first: `make study` (full run, runs/default/) or `alignnb run --quick` (runs/quick/)"
 
 
-def run_notebooks(run_dir: Path) -> list[Path]:
-    """The executed notebooks ``NN_*.ipynb`` of ``run_dir`` in numeric order, or a FileNotFoundError."""
+def executed_notebooks(run_dir: Path) -> list[Path]:
+    """The executed notebooks ``NN_*.ipynb`` of ``run_dir`` in run order, or a FileNotFoundError."""
     run_dir = Path(run_dir)
-    found = [p for p in run_dir.glob("*.ipynb") if NOTEBOOK_PATTERN.match(p.name)] if run_dir.is_dir() else []
+    found = paths.study_notebooks(run_dir) if run_dir.is_dir() else []
     if not found:
         where = "does not exist" if not run_dir.exists() else "has no executed notebooks (NN_*.ipynb)"
         raise FileNotFoundError(f"{run_dir} {where}: {_RUN_HINT}")
-    return sorted(found, key=lambda p: (int(NOTEBOOK_PATTERN.match(p.name).group(1)), p.name))
+    return found
 
 
 def results_front_page(readme: Path) -> tuple[str, str]:
@@ -283,19 +283,16 @@ def build_book(run_dir: Path, out_dir: Path, readme: Path | None = None, repo_fi
     """
     t0 = time.perf_counter()
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    paths = run_notebooks(run_dir)
     notebooks = []
-    for path in paths:
+    for path in executed_notebooks(run_dir):
         nb = nbformat.read(path, as_version=4)
         if not _is_executed(nb):
             raise ValueError(f"{path} has no outputs: it was never executed. Build the book from an executed "
                              f"run ({_RUN_HINT}), not from notebooks/")
         notebooks.append((path.name, for_the_book(nb)))
     if readme is None or repo_figures is None:
-        from alignnb.core import config  # imports torch: only when a default is needed
-
-        readme = config.REPO_ROOT / "README.md" if readme is None else readme
-        repo_figures = config.figures_dir() if repo_figures is None else repo_figures
+        readme = paths.REPO_ROOT / "README.md" if readme is None else readme
+        repo_figures = paths.figures_dir() if repo_figures is None else repo_figures
     readme, figures = Path(readme), Path(repo_figures)
     if not readme.is_file():
         raise FileNotFoundError(f"README {readme} not found: the book's front page is made from its Results section")

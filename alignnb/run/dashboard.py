@@ -31,8 +31,9 @@ from pathlib import Path
 import nbformat
 import papermill
 
-from alignnb.core import config
-from alignnb.run.study import StudyConfig, load_study
+from alignnb.core import paths
+from alignnb.run.settings import StudyConfig
+from alignnb.run.stages import load_study
 
 DASHBOARD_NOTEBOOK = "05_explore.ipynb"
 SKIPPED_TAG = "reading-group"
@@ -60,7 +61,7 @@ def cached_study(quick: bool | None = None, profile: str | None = None,
             return cfg
         except (FileNotFoundError, ValueError, KeyError) as exc:
             reasons.append(f"{'quick' if q else 'full'} study: {exc}")
-    folder = config.data_dir(data_dir)
+    folder = paths.data_dir(data_dir)
     how = {None: "`make study` (the full study) or `alignnb run --quick` (a quick one, a few minutes)",
            False: "`make study`", True: "`alignnb run --quick`"}[quick if quick is None else bool(quick)]
     raise StudyNotCached(f"no cached study to explore in {folder}: run {how} first, then `make explore`. "
@@ -71,11 +72,11 @@ def dashboard_notebook(cfg: StudyConfig, data_dir: str | os.PathLike | None = No
                        folder: str | os.PathLike | None = None) -> Path:
     """Notebook 05 with the parameters of ``cfg`` injected (interactive, figures kept out of
     ``figures/``), without the reading-group cells; returns its path. Nothing is executed."""
-    from alignnb.run.cli import notebook_inputs, notebook_parameters, run_name
+    from alignnb.run.notebooks import notebook_inputs, notebook_parameters, run_name  # noqa: PLC0415
 
-    source = config.notebooks_dir() / DASHBOARD_NOTEBOOK
+    source = paths.notebooks_dir() / DASHBOARD_NOTEBOOK
     name = run_name(cfg.quick, {"profile": cfg.profile} if cfg.profile != StudyConfig().profile else {})
-    folder = Path(folder) if folder else config.runs_dir() / f"explore-{name}"
+    folder = Path(folder) if folder else paths.runs_dir() / f"explore-{name}"
     folder.mkdir(parents=True, exist_ok=True)
     given = notebook_inputs(notebook_parameters(source), cfg, {"data_dir": str(Path(data_dir).resolve()) if data_dir else ""},
                             str((folder / "figures").resolve()))

@@ -1,0 +1,178 @@
+"""The study's stages as functions of its settings: what notebooks, the CLI and the tests call.
+
+    collect(cfg)        stage 1: the bot demonstrations and the sentence set
+    train_agents(cfg)   stage 2: every agent of the study (missing ones on the given engine)
+    load_study(cfg)     stages 3-5: the agent run, the sentences and every space's embeddings
+    load_variants(cfg)  stage 3-4: every agent's extraction points and the bot's behaviour
+
+Each is cached below (a rerun with the same settings loads instead of computing).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from alignnb.agents import checkpoints, evaluation, jobs
+from alignnb.collect import demos
+from alignnb.collect.instructions import SentenceSet, build_sentence_set
+from alignnb.core import paths
+from alignnb.core.engines import Engine
+from alignnb.core.progress import tqdm
+from alignnb.extract import models, points
+from alignnb.extract.embeddings import Embeddings
+from alignnb.extract.spaces import study_embeddings
+from alignnb.measure.checks import check_k
+from alignnb.run.settings import StudyConfig
+
+
+def collect(cfg: StudyConfig, data_dir: str | os.PathLike | None = None,
+            progress: bool = True) -> tuple[demos.Demos, SentenceSet]:
+    """Stage 1: the bot demonstrations and the sentence set (each cached)."""
+    data = demos.collect_demos(list(cfg.levels), cfg.effective("episodes_per_level"), cfg.seed, cfg.workers,
+                               data_dir, progress=progress)
+    sentences = build_sentence_set(list(cfg.levels), cfg.seed, cfg.effective("sentence_patience"),
+                                   data_dir=data_dir, progress=progress)
+    check_k(cfg.k, len(sentences))
+    return data, sentences
+
+
+def load_demos(cfg: StudyConfig, data_dir: str | os.PathLike | None = None) -> demos.Demos:
+    """The stage-1 data set of ``cfg``, or an error saying which notebook makes it."""
+    path = paths.data_dir(data_dir) / "demos" / cfg.demos_key
+    if not (path / "meta.json").exists():
+        raise FileNotFoundError(f"no demonstrations for this study at {path}: run notebooks/01_collect_demos.ipynb "
+                                "(or alignnb.run.stages.collect(cfg)) with the same study parameters first")
+    return demos.load_demos(path)
+
+
+def train_agents(cfg: StudyConfig, data_dir: str | os.PathLike | None = None, engine: Engine | None = None,
+                 progress: bool = True) -> dict[tuple[str, int], checkpoints.TrainedAgent]:
+    """Stage 2: every agent of the study, {(learner, seed): run}, the study's agent first (each cached).
+
+    ``cfg.agent_seeds`` transformer agents (the second is the replicate) and
+    ``cfg.recurrent_seeds`` agents of the second learner. Missing runs are tasks of ``engine``
+    (default: side by side, one single-thread worker process each; :func:`alignnb.agents.jobs.train_all`);
+    the result does not depend on the engine.
+    """
+    data = load_demos(cfg, data_dir)
+    todo = [jobs.TrainJob(str(data.path), *cfg.learner_recipe(learner), seed, cfg.effective("eval_episodes"))
+            for learner, seed in cfg.agent_seed_list]
+    done = jobs.train_all(todo, data_dir, engine=engine, progress=progress)
+    return dict(zip(cfg.agent_seed_list, done))
+
+
+def load_agents(cfg: StudyConfig, data_dir: str | os.PathLike | None = None) -> dict[tuple[str, int], checkpoints.TrainedAgent]:
+    """The finished runs of :func:`train_agents`, {(learner, seed): run}; a missing one is an error."""
+    return {(learner, seed): evaluation.evaluated(
+                checkpoints.load_run(checkpoints.run_dir(cfg.run_key_of(learner, seed), data_dir)),
+                cfg.effective("eval_episodes"), data_dir, must_exist=True)
+            for learner, seed in cfg.agent_seed_list}
+
+
+@dataclass
+class Study:
+    """What stages 3-5 work on: the agent run, the sentences and every space's embeddings."""
+
+    cfg: StudyConfig
+    run: checkpoints.TrainedAgent
+    sentences: SentenceSet
+    spaces: dict[str, Embeddings]  # each model's default embedding
+    all_layers: dict[tuple[str, str], Embeddings]  # {(model, pooling): every layer}
+    skipped: dict[str, str]  # {model: why it is missing}
+
+    @property
+    def n(self) -> int:
+        return len(self.sentences)
+
+    @property
+    def attributes(self) -> pd.DataFrame:
+        return self.sentences.attributes
+
+    @property
+    def language_models(self) -> list[str]:
+        return models.language_models(list(self.spaces))
+
+
+def load_study(cfg: StudyConfig, data_dir: str | os.PathLike | None = None, compute: bool = False,
+               progress: bool = False, engine: Engine | None = None) -> Study:
+    """The agent run, the sentence set and the embeddings of ``cfg``, in one call.
+
+    With ``compute`` (notebook 03) missing embeddings are extracted (on ``engine``: a remote
+    one embeds each language model as a task first); otherwise each must be cached already,
+    and a missing one is an error naming the notebook that makes it.
+    """
+    run = evaluation.evaluated(checkpoints.load_run(checkpoints.run_dir(cfg.agent_key(), data_dir)),
+                               cfg.effective("eval_episodes"), data_dir, must_exist=True)
+    if run.meta["metrics"].get("stopped_early"):  # runs of an earlier format, finished at a time limit
+        raise ValueError(f"the agent at {run.path} was cut short by a time limit and is not the configured recipe: "
+                         "rerun notebooks/02_train_agent.ipynb without max_minutes")
+    path = cfg.sentences_path(data_dir)
+    if not path.exists():
+        raise FileNotFoundError(f"no sentence set for this study at {path}: run notebooks/01_collect_demos.ipynb "
+                                "with the same study parameters first")
+    sentences = SentenceSet.load(path)
+    check_k(cfg.k, len(sentences))
+    spaces, all_layers, skipped = study_embeddings(
+        cfg.model_keys, sentences, agent_checkpoints=cfg.agent_checkpoints(data_dir), pooling=cfg.pooling or None,
+        layer=cfg.layer if cfg.layer != "" else None, batch_size=cfg.batch_size, data_dir=data_dir,
+        progress=progress, must_exist=not compute, engine=engine)
+    return Study(cfg, run, sentences, spaces, all_layers, skipped)
+
+
+def probe_set(cfg: StudyConfig) -> points.ProbeSet:
+    """The probe states of the behavioural and memory extraction points (seeded by ``cfg.seed``)."""
+    return points.probe_states(list(cfg.levels), cfg.effective("probes_per_level"), cfg.seed)
+
+
+def load_variants(cfg: StudyConfig, sentences: SentenceSet, data_dir: str | os.PathLike | None = None,
+                  compute: bool = False, progress: bool = False,
+                  ) -> tuple[dict[tuple[str, int, str], Embeddings], Embeddings, dict[tuple[str, int, str], str]]:
+    """Every extraction point of every agent of the study, and the bot's behavioural embedding.
+
+    Returns ({(learner, seed, extraction): Embeddings}, bot, skipped {(learner, seed,
+    extraction): why}). The untrained twin of each learner's first seed is included as learner
+    ``"<learner>-untrained"``. A set with a zero vector has no cosine geometry and is skipped
+    (the untrained twins' FiLM layers start at zero, so their FiLM parameters are all zero).
+    With ``compute`` (notebook 03) missing sets are extracted; otherwise each must be cached.
+    """
+    probes = probe_set(cfg)
+    out: dict = {}
+    for (learner, seed), run in tqdm(list(load_agents(cfg, data_dir).items()), desc="agent variants",
+                                     disable=not progress):
+        files = [("agent.pt", learner, True)]
+        if seed == cfg.seed:
+            files.append(("untrained.pt", f"{learner}-untrained", False))
+        for filename, label, trained in files:
+            sets = _variants_of(run.path / filename, sentences, probes, {"learner": label, "seed": seed,
+                                                                         "trained": trained}, data_dir, compute,
+                                progress)
+            out.update({(label, seed, name): emb for name, emb in sets.items()})
+    skipped = {}
+    for variant, emb in list(out.items()):
+        zero = int((~np.any(emb.vectors != 0, axis=-1)).sum())
+        if zero:
+            skipped[variant] = f"{zero} of {len(emb.sentences)} vectors are zero: no cosine geometry"
+            del out[variant]
+    bot = _bot_of(sentences, probes, data_dir, compute, progress)
+    return out, bot, skipped
+
+
+def _variants_of(checkpoint: Path, sentences: SentenceSet, probes: points.ProbeSet, label: dict,
+                 data_dir: str | os.PathLike | None, compute: bool, progress: bool) -> dict[str, Embeddings]:
+    if not compute and not points.is_cached(checkpoint, sentences.sentences, probes, data_dir):
+        raise FileNotFoundError(f"the agent variants of {checkpoint} are not extracted yet: run "
+                                "notebooks/03_extract_embeddings.ipynb with the same study parameters")
+    return points.agent_variants(checkpoint, sentences.sentences, probes, label, data_dir, progress=progress)
+
+
+def _bot_of(sentences: SentenceSet, probes: points.ProbeSet, data_dir: str | os.PathLike | None, compute: bool,
+            progress: bool) -> Embeddings:
+    if not compute and not points.bot_is_cached(sentences.sentences, probes, data_dir):
+        raise FileNotFoundError("the bot's behavioural embedding is not computed yet: run "
+                                "notebooks/03_extract_embeddings.ipynb with the same study parameters")
+    return points.bot_behaviour(sentences.sentences, probes, data_dir, progress=progress)

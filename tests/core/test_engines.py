@@ -1,0 +1,67 @@
+"""The engines: every task's result in task order, whichever engine runs it."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from alignnb.core.engines import Engine, InProcess, Processes
+from alignnb.run.engines import make_engine
+
+
+def square(x: int, report=None) -> int:
+    """A task (top level, so a spawned worker can import it)."""
+    if report is not None:
+        report(1, 1)
+    return x * x
+
+
+def fail_on_three(x: int, report=None) -> int:
+    if x == 3:
+        raise RuntimeError(f"task {x} failed")
+    return x
+
+
+def test_in_process_keeps_task_order():
+    assert InProcess().map(square, [3, 1, 2], progress=False) == [9, 1, 4]
+
+
+def test_processes_equal_in_process_and_keep_task_order():
+    tasks = list(range(5))
+    assert Processes(workers=2).map(square, tasks, progress=True) == InProcess().map(square, tasks, progress=False)
+
+
+def test_a_task_error_reaches_the_caller():
+    with pytest.raises(RuntimeError, match="task 3 failed"):
+        Processes(workers=2).map(fail_on_three, [1, 3], progress=False)
+    with pytest.raises(RuntimeError, match="task 3 failed"):
+        InProcess().map(fail_on_three, [3], progress=False)
+
+
+def test_workers_follow_the_cpu_budget_and_the_threads_of_each_task(monkeypatch):
+    monkeypatch.setenv("ALIGNNB_CPUS", "4")
+    assert Processes().workers_for([1, 1, 1, 1, 1]) == 4
+    assert Processes().workers_for([2, 2, 2]) == 2  # each task holds two threads
+    assert Processes().workers_for([1]) == 1
+    assert Processes(workers=3).workers_for([1]) == 3
+    with pytest.raises(ValueError, match="workers"):
+        Processes(workers=0)
+
+
+def test_make_engine_names_the_engines():
+    assert isinstance(make_engine("local"), Processes)
+    assert isinstance(make_engine("local", workers=1), InProcess)
+    assert not make_engine("local").remote and isinstance(make_engine("local"), Engine)
+    with pytest.raises(ValueError, match="choose one of"):
+        make_engine("dask")
+
+
+def test_the_local_engine_never_imports_ray():
+    import subprocess
+    import sys
+
+    code = "import sys; from alignnb.run.engines import make_engine; make_engine('local'); print('ray' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={**os.environ})
+    assert done.stdout.strip() == "False"
