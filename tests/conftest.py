@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-LEVELS = ["BabyAI-GoToLocal-v0", "BabyAI-PickupLoc-v0", "BabyAI-OpenDoorLoc-v0", "BabyAI-PutNextLocal-v0"]
+from support import LEVELS
 
 
 @pytest.fixture(scope="session")

@@ -110,3 +110,13 @@ def test_each_rule_is_written_once():
     assert len(_grep(r"^LEVELS: dict\[str, Level\]")) == 1
     assert _grep(r"SUCCESS_GOALS|RECURRENT_GOAL|ALIGNNB_ENGINE|ENGINE_ENV") == []
     assert _grep(r"\.get\(level, 0\.95\)") == []  # a level without a goal is an error, not 0.95
+
+
+def test_the_tests_mirror_the_stages():
+    """One test folder per stage (tests/<stage>/test_*.py); test modules share only tests/support.py."""
+    tests = ROOT / "tests"
+    for stage in STAGES:
+        assert list((tests / stage).glob("test_*.py")), f"no tests for alignnb.{stage} in tests/{stage}/"
+    for path in tests.rglob("test_*.py"):
+        text = path.read_text()
+        assert not re.search(r"^\s*(from|import) (test_\w+|conftest)\b", text, re.M), f"{path} imports a test module"

@@ -69,7 +69,8 @@ def umask() -> int:
     return _UMASK
 
 
-def _host() -> str:
+def host_name() -> str:
+    """This machine's short host name as it appears in temporary file names (see :func:`temp_prefix`)."""
     return socket.gethostname().split(".")[0].replace("-", "_") or "host"
 
 
@@ -79,7 +80,7 @@ def temp_prefix(final: Path) -> str:
     So :func:`remove_stale_temps` can tell a killed writer's leftovers from a live writer's
     file, even in a data folder that several machines share.
     """
-    return f".{final.name}.{_host()}-{os.getpid()}."
+    return f".{final.name}.{host_name()}-{os.getpid()}."
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -104,7 +105,7 @@ def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
     for tmp in folder.glob(f".*{TEMP_SUFFIX}"):
         parts = tmp.name.split(".")
         host, _, pid = parts[-3].rpartition("-") if len(parts) >= 4 else ("", "", "")
-        if host != _host() or not pid.isdigit() or _alive(int(pid)):
+        if host != host_name() or not pid.isdigit() or _alive(int(pid)):
             continue  # another machine's, a live writer's, or not ours to judge
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)

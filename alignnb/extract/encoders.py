@@ -193,7 +193,7 @@ def embedding_inputs(spec: ModelSpec, weights_id: str, pooling: str, layer: int 
     """
     described = {k: v for k, v in asdict(spec).items() if k != "billions" and (k != "quantize" or v)}
     return {"format": FORMAT_VERSION, "model": described, "weights": weights_id, "pooling": pooling,
-            "layer": layer, "sentences": cache.cache_key({"s": list(sentences)}), **_numerics(spec, device)}
+            "layer": layer, "sentences": cache.cache_key({"s": list(sentences)}), **network_numerics(spec, device)}
 
 
 def embedding_path(spec: ModelSpec, key: str, data_dir: str | os.PathLike | None = None) -> Path:
@@ -276,7 +276,7 @@ def embed(model: str | ModelSpec, sentences: Any, pooling: str | None = None, la
                     "run notebooks/03_extract_embeddings.ipynb with the same parameters") if must_exist else "")
 
 
-def _numerics(spec: ModelSpec, device: str | None) -> dict[str, str]:
+def network_numerics(spec: ModelSpec, device: str | None) -> dict[str, str]:
     """What changes a network's numbers besides its weights: device type, dtype and library versions."""
     if spec.source == "control":
         return {}

@@ -7,7 +7,7 @@ import pytest
 
 from alignnb.core import streams
 from alignnb.collect import demos
-from conftest import LEVELS
+from support import LEVELS
 
 
 def test_round_trip_matches_a_replay(small_demos):

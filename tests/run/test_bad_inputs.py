@@ -27,11 +27,10 @@ from alignnb.measure import metrics
 from alignnb.measure import nulls
 from alignnb.extract import models
 from alignnb.agents import checkpoints
-from alignnb.agents import train
+from alignnb.agents import evaluation, train
 from alignnb.extract.embeddings import Embeddings
 from alignnb.extract.models import ModelSpec, ModelUnavailable
-from conftest import LEVELS
-from test_agent import SMALL
+from support import LEVELS, SMALL
 
 # --------------------------------------------------------------------------------------
 # the command line: exit code 1 or 2 and a message naming the problem, before any notebook runs
@@ -178,11 +177,11 @@ def test_a_local_folder_is_identified_by_content_tokenizer_included(tmp_path):
 
 
 def test_embedding_cache_keys_hold_device_dtype_and_versions():
-    numerics = encoders._numerics(models.get_spec("minilm-l6"), "cpu")
+    numerics = encoders.network_numerics(models.get_spec("minilm-l6"), "cpu")
     assert numerics["device"] == "cpu" and numerics["dtype"] == "float32"
     assert {"torch", "transformers"} <= set(numerics)
-    assert encoders._numerics(models.get_spec("minilm-l6"), "cuda:1")["dtype"] == "float16"
-    assert encoders._numerics(models.get_spec("bag-of-words"), None) == {}
+    assert encoders.network_numerics(models.get_spec("minilm-l6"), "cuda:1")["dtype"] == "float16"
+    assert encoders.network_numerics(models.get_spec("bag-of-words"), None) == {}
 
 
 # --------------------------------------------------------------------------------------
@@ -268,13 +267,13 @@ def test_a_damaged_finished_run_is_reported_and_trained_again(name, damage, smal
 
 def test_a_damaged_training_state_restarts_the_run(small_demos, tmp_path, monkeypatch):
     whole = _train(small_demos, tmp_path / "a")
-    real = train._finish
-    monkeypatch.setattr(train, "_finish", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    real = evaluation.play  # the final evaluation, after the last step: the run is interrupted there
+    monkeypatch.setattr(evaluation, "play", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
         _train(small_demos, tmp_path / "b")
     state = next((tmp_path / "b" / "agents").iterdir()) / "state.pt"
     _truncate(state)
-    monkeypatch.setattr(train, "_finish", real)
+    monkeypatch.setattr(evaluation, "play", real)
     with pytest.warns(RuntimeWarning, match="starting this run again"):
         again = _train(small_demos, tmp_path / "b")
     for key, p in whole.agent.state_dict().items():
@@ -351,7 +350,7 @@ def test_cache_files_are_readable_by_others_and_stray_temporaries_are_removed(tm
         os.umask(old)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o755
-    host = cache._host()
+    host = cache.host_name()
     dead = tmp_path / f".b.json.{host}-999999999.abc.tmp"  # no process has that pid
     dead.write_text("left by a killed run")
     dead_dir = tmp_path / f".c.{host}-999999999.xyz.tmp"

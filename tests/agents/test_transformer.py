@@ -14,23 +14,12 @@ from alignnb.core import streams
 from alignnb.extract import encoders, spaces
 from alignnb.agents import checkpoints
 from alignnb.agents import evaluation, train
-from alignnb.agents.blocks import Vocabulary, count_parameters
-from alignnb.agents.learners import build_agent
+from alignnb.agents.blocks import Vocabulary
 from alignnb.agents.recipes import AgentConfig
 from alignnb.agents.transformer import Agent
-from conftest import LEVELS
+from support import AGENT_SENTENCES as SENTENCES
+from support import LEVELS, SMALL, make_agent
 
-SMALL = AgentConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64, cell_dim=8, channels=16, d_hidden=32, memory_layers=1)
-SENTENCES = ["go to the red ball", "pick up a key behind you", "put the blue box next to the grey key", "open the door"]
-
-
-def make_agent(cfg=SMALL, seed=0, sentences=SENTENCES):
-    torch.manual_seed(seed)
-    agent = build_agent(Vocabulary.from_sentences(sentences), cfg)
-    with torch.no_grad():  # FiLM starts at identity; perturb so conditioning matters in the tests
-        for p in agent.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return agent.eval()
 
 
 def test_embedding_shapes_and_layers():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -13,7 +12,7 @@ from alignnb.run import notebooks
 from alignnb.core import paths
 from alignnb.run.settings import StudyConfig
 
-from conftest import LEVELS
+from support import LEVELS
 
 NOTEBOOKS = paths.study_notebooks()
 

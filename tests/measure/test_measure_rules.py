@@ -16,7 +16,7 @@ import pytest
 from alignnb.measure import calibration, metrics, nulls
 from alignnb.measure.checks import check_k, usable_ks
 
-PACKAGE = Path(__file__).resolve().parents[1] / "alignnb"
+PACKAGE = Path(__file__).resolve().parents[2] / "alignnb"
 MEASURE = PACKAGE / "measure"
 
 

@@ -1,4 +1,4 @@
-"""config and io: seeds, cache keys, atomic writes."""
+"""The base of every stage: paths, versions, seeds, cache keys and atomic writes."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from packaging.version import Version
 from alignnb.core import streams
 from alignnb.core import cache
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_episode_seed_is_deterministic_and_splits_are_disjoint():

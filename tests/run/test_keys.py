@@ -24,7 +24,6 @@ from alignnb.agents.checkpoints import run_inputs
 from alignnb.agents.recipes import run_key
 from alignnb.core import cache, paths
 from alignnb.extract import encoders, points
-from alignnb.extract.models import get_spec
 from alignnb.run.settings import StudyConfig
 
 SENTENCES = ["go to the red ball", "pick up a blue key", "go to a box"]

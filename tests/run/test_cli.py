@@ -98,7 +98,7 @@ def test_each_notebook_receives_its_parameters_and_the_study(tmp_path, monkeypat
 @pytest.mark.parametrize("sweep", ["k=5,15", "seed=0,1"])
 def test_quick_sweeps_produce_a_summary(sweep, quick_run, data_root, tmp_path, capsys):
     # the seed sweep trains one agent per seed (no replicate, no second learner) and stops after
-    # notebook 02 (tests/test_ray.py reruns it on Ray); the k sweep reruns the analysis alone, on
+    # notebook 02 (tests/run/test_ray.py reruns it on Ray); the k sweep reruns the analysis alone, on
     # the quick study that `quick_run` cached
     extra = (["-p", "agent_seeds", "1", "-p", "recurrent_seeds", "0", "--only", "01", "02"] if sweep.startswith("seed")
              else ["--only", "04"])

@@ -16,7 +16,7 @@ from alignnb.agents.blocks import Vocabulary
 from alignnb.agents.recipes import AgentConfig
 from alignnb.agents.transformer import Agent
 from alignnb.extract.embeddings import Embeddings
-from conftest import LEVELS
+from support import LEVELS
 
 SENTENCES = ["go to the red ball", "go to a blue key", "pick up the green box", "open the yellow door",
              "put the red ball next to the blue key", "pick up a purple ball", "go to the grey box"]

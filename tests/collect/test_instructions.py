@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from alignnb.collect import instructions as ins
-from conftest import LEVELS
+from support import LEVELS
 
 
 def render(a: dict) -> str:

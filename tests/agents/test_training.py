@@ -14,8 +14,7 @@ from alignnb.agents import jobs
 from alignnb.core.engines import InProcess, Processes
 from alignnb.agents import train
 from alignnb.collect import levels
-from conftest import LEVELS
-from test_agent import SMALL
+from support import CHECKED_RECIPE, LEVELS, SMALL
 
 GOALS = levels.goals(levels.DEFAULT_LEVELS, "transformer")
 
@@ -98,8 +97,7 @@ def _fake_checks(monkeypatch, passing_from: int, seed: int, interrupt_at: int | 
     monkeypatch.setattr(train, "evaluate", evaluate)
 
 
-RECIPE = replace(train.TrainConfig(), steps=200, batch_episodes=16, warmup=5, val_every=10, check_every=10,
-                 check_episodes=3, min_steps=20, goal_checks=2, checkpoint_every=10)
+RECIPE = CHECKED_RECIPE
 
 
 def test_training_stops_when_validation_checks_meet_the_goals(small_demos, data_root, monkeypatch):

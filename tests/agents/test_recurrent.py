@@ -15,15 +15,15 @@ from alignnb.agents.blocks import N_COLORS, N_OBJECTS, N_STATES
 from alignnb.agents.learners import config_from_dict
 from alignnb.agents.recipes import RecurrentConfig
 from alignnb.agents.recurrent import RecurrentAgent
-from conftest import LEVELS
-import test_agent
-from test_agent import SENTENCES
+import support
+from support import LEVELS
+from support import AGENT_SENTENCES as SENTENCES
 
 TINY = RecurrentConfig(d_model=16, cell_dim=8, channels=8, film_blocks=2, d_hidden=16)
 
 
 def make_agent(cfg=TINY, seed=0, sentences=SENTENCES):
-    return test_agent.make_agent(cfg, seed, sentences)
+    return support.make_agent(cfg, seed, sentences)
 
 
 def random_views(gen: torch.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,7 +13,7 @@ import pytest
 from alignnb.run import cli, notebooks
 from alignnb.collect import demos
 
-from conftest import LEVELS
+from support import LEVELS
 
 ray = pytest.importorskip("ray", reason='the Ray engine tests need Ray: pip install -e ".[ray]" (make test installs it)')
 
@@ -173,7 +173,8 @@ def test_agents_as_ray_tasks_equal_the_local_engine_bit_for_bit(local_ray, small
 
 
     from alignnb.agents import jobs
-    from test_engine import RECIPE, SMALL
+    from support import CHECKED_RECIPE as RECIPE
+    from support import SMALL
 
     tc = replace(RECIPE, steps=30, check_every=0, goal_checks=0)
     todo = [jobs.TrainJob(str(small_demos.path), SMALL, tc, seed, final_eval_episodes=2) for seed in (0, 1)]
@@ -193,7 +194,8 @@ def test_language_model_embeddings_as_ray_tasks_fill_the_local_engines_cache(loc
     import numpy as np
     import torch
 
-    from test_encoders import SENTENCES, tiny, word_tokenizer
+    from support import ENCODER_SENTENCES as SENTENCES
+    from support import tiny, word_tokenizer
 
     torch.manual_seed(0)
     model, tok_kind, _ = tiny("bert")
