@@ -1,34 +1,50 @@
 """The learners the study trains: one entry each, by the name that tables and figures use.
 
-A learner is its configuration class and its network class. A third learner is one more
-entry in :data:`LEARNERS` (its configuration names it in a ``learner`` field).
+A learner is its recipe (configuration class), its network class, its extraction points
+and its display colour; its success goals are in the level table (:mod:`alignnb.collect.levels`).
+A third learner is one more entry in :data:`LEARNERS` (its configuration names it in a
+``learner`` field) and a goal for it on each level. Light: the network classes are imported
+only when an agent is built, so the settings can read this registry without torch.
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from torch import nn
-
-from alignnb.agents.blocks import Vocabulary
 from alignnb.agents.recipes import AgentConfig, RecurrentConfig
-from alignnb.agents.recurrent import RecurrentAgent
-from alignnb.agents.transformer import Agent
+
+#: The extraction points that every learner has, from words to behaviour.
+SHARED_EXTRACTIONS = ("words", "embedding", "film", "memory", "behaviour")
 
 
 @dataclass(frozen=True)
 class Learner:
-    """One learner: its name, configuration class and network class."""
+    """One learner: its name, recipe class, network class (``module:Class``), extraction points, colour."""
 
     name: str
     config_class: type
-    model_class: type
+    model: str
+    extraction_points: Callable[[Any], list[str]]
+    color: str
+
+    def model_class(self) -> type:
+        """The network class (imported here, so that reading the registry needs no torch)."""
+        module, _, name = self.model.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+
+def _transformer_points(cfg: Any) -> list[str]:
+    layers = getattr(cfg, "n_layers", 2)
+    return ["words", *(f"layer {j}" for j in range(1, layers + 1)), "embedding", "film", "memory", "behaviour"]
 
 
 LEARNERS: dict[str, Learner] = {ln.name: ln for ln in [
-    Learner("transformer", AgentConfig, Agent),
-    Learner("gru-film-lstm", RecurrentConfig, RecurrentAgent),
+    Learner("transformer", AgentConfig, "alignnb.agents.transformer:Agent", _transformer_points, "#D55E00"),
+    Learner("gru-film-lstm", RecurrentConfig, "alignnb.agents.recurrent:RecurrentAgent",
+            lambda cfg: list(SHARED_EXTRACTIONS), "#0072B2"),
 ]}
 
 
@@ -50,8 +66,7 @@ def config_from_dict(values: dict) -> Any:
     return get_learner(values.get("learner", "transformer")).config_class(**values)
 
 
-def build_agent(vocab: Vocabulary, cfg: Any = None) -> nn.Module:
-    """A fresh agent of the learner that ``cfg`` names (default: the study's transformer agent)."""
-    if cfg is None:
-        return Agent(vocab, None)
-    return get_learner(learner_of(cfg)).model_class(vocab, cfg)
+def build_agent(vocab: Any, cfg: Any = None) -> Any:
+    """A fresh agent (a torch module) of the learner that ``cfg`` names (default: the study's transformer)."""
+    learner = get_learner(learner_of(cfg) if cfg is not None else "transformer")
+    return learner.model_class()(vocab, cfg)

@@ -30,7 +30,7 @@ from alignnb.core import cache, compute, paths, streams
 from alignnb.collect import demos
 from alignnb.agents import evaluation
 from alignnb.agents.blocks import Vocabulary, count_parameters
-from alignnb.agents.checkpoints import TrainedAgent, load_run, run_dir, run_inputs, save_agent, write_run
+from alignnb.agents.checkpoints import TrainedAgent, load_run, run_dir, run_inputs, run_key, save_agent, write_run
 from alignnb.agents.learners import build_agent, config_from_dict, learner_of
 from alignnb.agents.recipes import AgentConfig, TrainConfig
 from alignnb.agents.rollouts import evaluate
@@ -237,7 +237,7 @@ def train_agent(data: demos.Demos, agent_config: AgentConfig | None = None, trai
     """
     ac, tc = agent_config or AgentConfig(), train_config or TrainConfig()
     inputs = run_inputs(data.key, ac, tc, seed)
-    path = run_dir(cache.key_of("agent", inputs), data_dir)
+    path = run_dir(run_key(data.key, ac, tc, seed), data_dir)  # = the key of these inputs
 
     def build(inputs: Mapping[str, Any]) -> None:
         if inputs["demos"] != data.key:

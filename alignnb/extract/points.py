@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import os
 import zipfile
+from types import SimpleNamespace
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +47,7 @@ from alignnb.collect import demos
 from alignnb.collect import levels as level_table
 from alignnb.core import cache
 from alignnb.agents.blocks import N_ACTIONS
-from alignnb.agents.learners import learner_of
+from alignnb.agents.learners import SHARED_EXTRACTIONS, get_learner, learner_of  # noqa: F401
 from alignnb.extract.embeddings import Embeddings
 from alignnb.collect.instructions import parse_instruction
 from alignnb.agents.checkpoints import load_agent
@@ -57,7 +58,6 @@ VARIANTS_KIND, BOT_KIND = "agent-variants", "bot-behaviour"
 #: The outcomes of the bot's behavioural embedding: its 7 actions, then "no such object here".
 BOT_OUTCOMES = (*demos.ACTION_NAMES, "no such object")
 #: The extraction points shared by both learners; the transformer adds one per encoder layer.
-SHARED_EXTRACTIONS = ("words", "embedding", "film", "memory", "behaviour")
 
 
 @dataclass(frozen=True)
@@ -95,10 +95,8 @@ def probe_states(levels: Sequence[str], per_level: int, seed: int) -> ProbeSet:
 
 
 def extraction_points(learner: str, n_layers: int = 2) -> list[str]:
-    """The extraction points of ``learner`` in order from words to behaviour."""
-    if learner == "transformer":
-        return ["words", *(f"layer {j}" for j in range(1, n_layers + 1)), "embedding", "film", "memory", "behaviour"]
-    return list(SHARED_EXTRACTIONS)
+    """The extraction points of ``learner`` in order from words to behaviour (from the learner registry)."""
+    return get_learner(learner).extraction_points(SimpleNamespace(n_layers=n_layers))
 
 
 @torch.no_grad()

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from alignnb.agents import evaluation, recipes
+from alignnb.agents import evaluation, learners, recipes
 from alignnb.agents.recipes import AgentConfig, RecurrentConfig, TrainConfig
 from alignnb.collect import demos
 from alignnb.collect import levels as level_table
@@ -40,8 +40,6 @@ from alignnb.measure.checks import check_k
 
 #: Seed offset of the replicate agent: the same recipe, data and configuration, initial seed + 1.
 REPLICATE_OFFSET = 1
-#: The study's learners, in table order: the transformer agent, then the second learner.
-LEARNER_NAMES = ("transformer", "gru-film-lstm")
 #: What ``quick`` caps (tests, CI, a first look): seconds to a minute per notebook.
 QUICK = {"episodes_per_level": 60, "sentence_patience": 300, "eval_episodes": 10, "n_perm": 50, "n_boot": 20,
          "size_draws": 3,
@@ -205,7 +203,7 @@ class StudyConfig:
             return self.agent_config, self.train_config
         if learner == "gru-film-lstm":
             return self.recurrent_config, self.recurrent_train_config
-        raise ValueError(f"unknown learner {learner!r}; the study's learners are {list(LEARNER_NAMES)}")
+        raise ValueError(f"unknown learner {learner!r}; the study's learners are {list(learners.LEARNERS)}")
 
     def run_key_of(self, learner: str, seed: int) -> str:
         """Key of the training run of ``learner`` from ``seed``."""

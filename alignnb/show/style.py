@@ -20,6 +20,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.colors import to_rgb
 
+from alignnb.agents.learners import LEARNERS
 from alignnb.core import cache, paths
 from alignnb.extract.models import family_of
 
@@ -35,7 +36,7 @@ FAMILY_COLORS = {
 #: One fixed colour per BabyAI level (Okabe-Ito).
 LEVEL_COLORS = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
 #: One fixed colour per learner.
-LEARNER_COLORS = {"transformer": "#D55E00", "gru-film-lstm": "#0072B2"}
+LEARNER_COLORS = {name: learner.color for name, learner in LEARNERS.items()}
 
 
 def set_style() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 
+import nbformat
 import pandas as pd
 import pytest
 
@@ -115,3 +116,24 @@ def test_quick_run_of_the_whole_study(quick_run):
     agreement = pd.read_csv(run_dir / "figures" / "agent_agreement.csv")
     assert set(agreement["pair"]) == {"seed to seed", "learner to learner"}
     assert {"agent_variants.png", "agent_success_all.png"} <= figures
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_no_cell_rebinds_a_parameter(path):
+    """A later cell that imports or assigns a parameter's name (``from alignnb.extract import models``
+    beside ``models = []``) would silently replace what the runner injected."""
+    nb = nbformat.read(path, as_version=4)
+    params, bound = set(), set()
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        tree = ast.parse(cell.source)
+        if "parameters" in cell.metadata.get("tags", []):
+            params = {n.targets[0].id for n in tree.body if isinstance(n, ast.Assign)}
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                bound.update(a.asname or a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                bound.add(node.id)
+    assert params and not params & bound, sorted(params & bound)
