@@ -26,6 +26,7 @@ help:
 
 study: $(STAMP) $(MODELS)
 	$(PY) -m alignnb.run.cli run
+	$(PY) -m alignnb.run.readme
 
 test: $(STAMP) $(MODELS) $(RAY)
 	MPLBACKEND=Agg $(PY) -m pytest

@@ -6,6 +6,11 @@ demos -> train (agent) -> encoders -> metrics / analysis -> plots / widgets.
 
 from importlib import metadata as _metadata
 
+from alignnb.core import numerics as _numerics
+
+# the CPU kernels of every process of the study, before torch can start (alignnb.core.numerics)
+_numerics.pin()
+
 try:
     __version__ = _metadata.version("alignnb")
 except _metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree

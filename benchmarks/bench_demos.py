@@ -38,13 +38,13 @@ def collect(levels, episodes, seed, workers):
 
 
 def main(episodes: int = 500) -> None:
-    levels = list(levels.DEFAULT_LEVELS)
-    n_ep = episodes * len(levels)
-    rows = [("bare loop (1 process)", *bare_loop(levels, episodes, 0))]
-    rows.append(("collect_demos, 1 worker", *collect(levels, episodes, 0, 1)))
-    rows.append(("collect_demos, 2 workers", *collect(levels, episodes, 0, 2)))
+    level_ids = list(levels.DEFAULT_LEVELS)
+    n_ep = episodes * len(level_ids)
+    rows = [("bare loop (1 process)", *bare_loop(level_ids, episodes, 0))]
+    rows.append(("collect_demos, 1 worker", *collect(level_ids, episodes, 0, 1)))
+    rows.append(("collect_demos, 2 workers", *collect(level_ids, episodes, 0, 2)))
     base = rows[0][1]
-    print(f"{episodes} episodes x {len(levels)} levels ({n_ep} episodes)")
+    print(f"{episodes} episodes x {len(level_ids)} levels ({n_ep} episodes)")
     print(f"{'':28s}{'seconds':>9s}{'episodes/s':>12s}{'steps/s':>10s}{'vs bare':>9s}")
     for name, sec, steps in rows:
         print(f"{name:28s}{sec:9.2f}{n_ep / sec:12.0f}{steps / sec:10.0f}{base / sec:9.2f}x")

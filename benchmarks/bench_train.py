@@ -18,7 +18,12 @@ the cache; collected first if missing):
               thread per agent, two agents side by side, is what `make study` runs: its times
               are in each run's meta.json.)
 
-    .venv/bin/python benchmarks/bench_train.py [steps|processes|goal ...] [--seconds 30]
+  numerics    which CPU-kernel settings change the bits of a short training run (60 steps of
+              each learner, each in a fresh process) and what each costs: this machine's own
+              choice, each library capped alone, and the two pins (AVX2, the study's; the
+              portable minimum), each pin also on a stand-in CPU without AVX-512.
+
+    .venv/bin/python benchmarks/bench_train.py [steps|processes|goal|numerics ...] [--seconds 30]
 """
 
 from __future__ import annotations
@@ -232,10 +237,71 @@ def bench_goal(seed: int = 0) -> None:
           flush=True)
 
 
+#: name -> the kernel variables of one setting (alignnb.core.numerics explains each)
+NUMERICS_SETTINGS = {
+    "this CPU's own choice": {"ALIGNNB_NUMERICS": "native"},
+    "ATen capped at AVX2": {"ALIGNNB_NUMERICS": "native", "ATEN_CPU_CAPABILITY": "avx2"},
+    "MKL capped at AVX2": {"ALIGNNB_NUMERICS": "native", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+    "oneDNN capped at AVX2": {"ALIGNNB_NUMERICS": "native", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+    "pin: AVX2 (the study's)": {"ALIGNNB_NUMERICS": "avx2"},
+    "pin: AVX2, on a CPU without AVX-512": {"ALIGNNB_NUMERICS": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+    "pin: portable (SSE4.1)": {"ALIGNNB_NUMERICS": "native", "MKL_CBWR": "COMPATIBLE",
+                               "ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"},
+    "pin: portable, on a CPU without AVX-512": {"ALIGNNB_NUMERICS": "native", "MKL_CBWR": "COMPATIBLE",
+                                                "ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41",
+                                                "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+}
+
+_NUMERICS_CHILD = r"""
+import hashlib, json, os, sys, tempfile, time
+import alignnb
+import torch
+from alignnb.agents.recipes import AgentConfig, RecurrentConfig, TrainConfig
+from alignnb.agents.train import train_agent
+from alignnb.collect import demos
+data = demos.load_demos(sys.argv[1])
+ac = AgentConfig() if sys.argv[2] == "transformer" else RecurrentConfig()
+tc = TrainConfig(steps=60, batch_episodes=64, warmup=10, val_every=60, check_every=0, goal_checks=0,
+                 checkpoint_every=0, numerics=os.environ["ALIGNNB_NUMERICS"])
+with tempfile.TemporaryDirectory() as d:
+    t = time.perf_counter()
+    run = train_agent(data, ac, tc, 0, data_dir=d, final_eval_episodes=2, progress=False)
+    seconds = time.perf_counter() - t
+h = hashlib.sha256(b"".join(v.numpy().tobytes() for _, v in sorted(run.agent.state_dict().items())))
+print(json.dumps({"weights": h.hexdigest()[:12], "seconds": seconds, "capability": torch.backends.cpu.get_cpu_capability()}))
+"""
+
+
+def bench_numerics() -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    data = _data()
+    kernel_vars = ("MKL_CBWR", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ALIGNNB_NUMERICS")
+    print("\nnumerics: 60 training steps (64 episodes per batch, 1 thread) of each learner, each in a fresh process; "
+          "'same bits as' names the first setting above with identical weights", flush=True)
+    print(f"{'learner':15s}{'setting':42s}{'ATen':>8s}{'weights':>14s}{'s':>7s}{'ratio':>7s}  same bits as", flush=True)
+    for learner in ("transformer", "gru-film-lstm"):
+        seen: dict[str, str] = {}
+        base = None
+        for name, extra in NUMERICS_SETTINGS.items():
+            env = {k: v for k, v in os.environ.items() if k not in kernel_vars}
+            env.update(extra, OMP_NUM_THREADS="1")
+            out = subprocess.run([sys.executable, "-c", _NUMERICS_CHILD, str(data.path), learner], env=env,
+                                 capture_output=True, text=True, check=True)
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            base = base or r["seconds"]
+            same = seen.setdefault(r["weights"], name)
+            print(f"{learner:15s}{name:42s}{r['capability']:>8s}{r['weights']:>14s}{r['seconds']:7.1f}"
+                  f"{r['seconds'] / base:6.2f}x  {same if same != name else '-'}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("parts", nargs="*", default=["steps", "processes", "goal"],
-                        choices=["steps", "processes", "goal"])
+                        choices=["steps", "processes", "goal", "numerics"])
     parser.add_argument("--seconds", type=float, default=30.0, help="seconds per throughput measurement")
     args = parser.parse_args()
     if "steps" in args.parts:
@@ -244,6 +310,8 @@ def main() -> None:
         bench_processes(args.seconds)
     if "goal" in args.parts:
         bench_goal()
+    if "numerics" in args.parts:
+        bench_numerics()
 
 
 if __name__ == "__main__":

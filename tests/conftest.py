@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import alignnb  # noqa: F401  (first: it pins the CPU kernels before torch starts, alignnb.core.numerics)
 import matplotlib
 import pytest
 

@@ -12,6 +12,8 @@ from torch import nn
 
 PAD, UNK = "<pad>", "<unk>"
 N_ACTIONS = 7
+#: The previous-action input's value at an episode's first step (no action yet).
+START_ACTION = N_ACTIONS
 # minigrid's symbolic encoding: object index < 11, colour index < 6, state < 3
 N_OBJECTS, N_COLORS, N_STATES = 11, 6, 3
 
@@ -67,6 +69,22 @@ def cell_values(images: torch.Tensor) -> torch.Tensor:
     im = images.long()
     return (im[..., 0].clamp_max(N_OBJECTS - 1) * N_COLORS + im[..., 1].clamp_max(N_COLORS - 1)) * N_STATES \
         + im[..., 2].clamp_max(N_STATES - 1)
+
+
+def previous_action(table: nn.Embedding | None, prev: torch.Tensor | None, n: int) -> torch.Tensor | float:
+    """The previous-action input of ``n`` frames: ``table(prev)`` (``prev`` None: each frame is an
+    episode's first, ``START_ACTION``); 0 for a learner without the input (``table`` None)."""
+    if table is None:
+        return 0.0
+    if prev is None:
+        prev = torch.full((n,), START_ACTION, dtype=torch.long)
+    return table(prev.long())
+
+
+def state_previous(state: dict) -> torch.Tensor:
+    """The previous action of every environment of an acting ``state``: ``START_ACTION`` where
+    an episode starts (length 0), else what the rollout recorded in ``state["prev"]``."""
+    return torch.where(state["lengths"] == 0, START_ACTION, state["prev"])
 
 
 class FiLM(nn.Module):

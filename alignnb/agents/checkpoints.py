@@ -3,7 +3,8 @@
 A run lives in ``<data>/agents/<key>/``; the key (:func:`run_key`) hashes the key of the
 demonstration data set, the agent's configuration, every training setting and the seed:
 
-    untrained.pt    the architecture at its seeded initialisation (a control for stage 4)
+    untrained.pt    the architecture at its seeded initialisation (this seed's own floor in stage 4)
+    checkpoints/step_NNNNN.pt  the weights at every success check during training
     state.pt        optimizer + RNG state while training (removed when done): resumable
     agent.pt        trained weights + config + vocabulary + final metrics
     history.csv     step, train loss, validation loss/accuracy, success rates over time
@@ -51,6 +52,18 @@ class TrainedAgent:
         through :func:`alignnb.agents.evaluation.evaluated` (as every stage's runs do), else the
         one recorded when the run finished."""
         return pd.DataFrame(self.meta["metrics"][mode])
+
+
+def checkpoint_path(run: str | os.PathLike, step: int) -> Path:
+    """Where the run in folder ``run`` keeps its weights at success check ``step``."""
+    return Path(run) / "checkpoints" / f"step_{int(step):05d}.pt"
+
+
+def training_checkpoints(run: str | os.PathLike) -> dict[int, Path]:
+    """{step: checkpoint} of the success checks of the run in folder ``run``, step 0 = its untrained twin."""
+    run = Path(run)
+    found = {int(p.stem.split("_")[1]): p for p in sorted((run / "checkpoints").glob("step_*.pt"))}
+    return {0: run / "untrained.pt", **found}
 
 
 def save_agent(agent: Agent, path: str | os.PathLike, metrics: dict | None = None) -> None:

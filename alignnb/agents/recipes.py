@@ -12,10 +12,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from alignnb.core import cache, paths, streams
+from alignnb.core import cache, numerics, paths, streams
 
 #: Format of a training run's files (its checkpoints and meta.json); part of the run key.
-RUN_FORMAT = 1
+#: 2: a checkpoint at every success check (checkpoints/step_NNNNN.pt).
+RUN_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class AgentConfig:
     memory_layers: int = 2  # causal transformer layers over the episode
     max_steps: int = 128  # time embeddings; later steps share the last one
     dropout: float = 0.0
+    previous_action: bool = True  # the frame feature also reads the action taken before it (dead reckoning)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -51,10 +53,14 @@ class RecurrentConfig:
     d_hidden: int = 128  # frame feature and LSTM size
     dropout: float = 0.0  # on the LSTM's input and output
     readout: str = "flatten"  # "flatten": every cell's features into a linear map; "max": BabyAI 1.1's max-pool
+    previous_action: bool = True  # the frame feature also reads the action taken before it
+    film_init: str = "babyai"  # "babyai": FiLM maps start as BabyAI's (unit-norm random rows); "zero": start at identity
 
     def __post_init__(self) -> None:
         if self.learner != RecurrentConfig.learner:
             raise ValueError(f"RecurrentConfig is the {RecurrentConfig.learner!r} learner, not {self.learner!r}")
+        if self.film_init not in ("babyai", "zero"):
+            raise ValueError(f"film_init must be 'babyai' or 'zero', got {self.film_init!r}")
         if self.readout not in ("flatten", "max"):
             raise ValueError(f"readout must be 'flatten' or 'max', got {self.readout!r}")
 
@@ -74,7 +80,7 @@ class TrainConfig:
     demonstration (those seeds are even, evaluation seeds odd).
     """
 
-    steps: int = 6_000  # the most optimizer steps; also the length of the cosine schedule
+    steps: int = 3_000  # the most optimizer steps; also the length of the cosine schedule
     batch_episodes: int = 96  # whole episodes per batch
     lr: float = 1e-3
     weight_decay: float = 0.01
@@ -86,16 +92,19 @@ class TrainConfig:
     check_episodes: int = 200  # episodes per level at a success check
     min_steps: int = 1_500  # no stopping before this step
     goal_checks: int = 2  # consecutive checks that must meet the goals to stop (0: never stop early)
-    stop_margin: float = 0.01  # their pooled rate must also beat each goal by this (at most half its gap to 1)
+    stop_margin: float = 0.0  # their pooled rate must also beat each goal by this (at most half its gap to 1); 0: off
     goal: float = 0.0  # one success goal for every level (0: the level table's goals for the learner)
     checkpoint_every: int = 500  # steps between resumable checkpoints
     threads: int = 1  # torch threads of this run: the bits of CPU training depend on it
+    numerics: str = "avx2"  # the CPU kernels it trains with (alignnb.core.numerics): its bits depend on them
     max_minutes: float = 0.0  # stop a session after this long (0 = no limit): the run stays unfinished and resumable
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_episodes", "threads", "val_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"TrainConfig.{name} must be at least 1, got {getattr(self, name)!r}")
+        if self.numerics not in numerics.KINDS:
+            raise ValueError(f"TrainConfig.numerics must be one of {numerics.KINDS}, got {self.numerics!r}")
         if self.goal_checks and not self.check_every:
             raise ValueError("TrainConfig: goal_checks > 0 needs success checks (check_every > 0)")
 

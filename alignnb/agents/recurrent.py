@@ -39,8 +39,8 @@ from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from alignnb.agents.recipes import RecurrentConfig
-from alignnb.agents.blocks import (N_ACTIONS, N_COLORS, N_OBJECTS, N_STATES, FiLM, InstructionEmbeddings, Vocabulary,
-                                    cell_values, masked_mean)
+from alignnb.agents.blocks import (N_ACTIONS, N_COLORS, N_OBJECTS, N_STATES, START_ACTION, FiLM, InstructionEmbeddings,
+                                    Vocabulary, cell_values, masked_mean, previous_action, state_previous)
 
 
 class GRUInstructionEncoder(nn.Module):
@@ -65,6 +65,17 @@ class GRUInstructionEncoder(nn.Module):
         return emb
 
 
+@torch.no_grad()
+def babyai_init(linear: nn.Linear) -> None:
+    """BabyAI's ``initialize_parameters`` for a linear map: normal weights, each row scaled to
+    unit norm, zero bias. On a FiLM map it makes the untrained network respond to the
+    instruction (a zero start makes every untrained FiLM the identity, so the untrained
+    agent's memory and behaviour would not depend on the instruction at all)."""
+    linear.weight.normal_(0.0, 1.0)
+    linear.weight.div_(linear.weight.pow(2).sum(1, keepdim=True).sqrt())
+    linear.bias.zero_()
+
+
 class FiLM2d(FiLM):
     """:class:`alignnb.agents.transformer.FiLM` for feature maps: y = (1 + gamma(e)) * x + beta(e) per channel."""
 
@@ -87,19 +98,25 @@ class ConvObservationEncoder(nn.Module):
         self.convs = nn.ModuleList([nn.Conv2d(cfg.channels, cfg.channels, 3, padding=1)
                                     for _ in range(cfg.film_blocks)])
         self.films = nn.ModuleList([FiLM2d(cfg.d_model, cfg.channels) for _ in range(cfg.film_blocks)])
+        if cfg.film_init == "babyai":
+            for film in self.films:
+                babyai_init(film.lin)
         self.readout = cfg.readout
         self.out = nn.Linear(cfg.channels * (49 if cfg.readout == "flatten" else 1), cfg.d_hidden)
         self.direction = nn.Embedding(4, cfg.d_hidden)
+        self.prev = nn.Embedding(N_ACTIONS + 1, cfg.d_hidden) if cfg.previous_action else None
 
-    def forward(self, images: torch.Tensor, directions: torch.Tensor, instr: torch.Tensor) -> torch.Tensor:
-        """images uint8 [n,7,7,3], directions [n], instr [n, d_model] -> [n, d_hidden]."""
+    def forward(self, images: torch.Tensor, directions: torch.Tensor, instr: torch.Tensor,
+                prev: torch.Tensor | None = None) -> torch.Tensor:
+        """images uint8 [n,7,7,3], directions [n], instr [n, d_model] -> [n, d_hidden]; ``prev`` [n]: the action taken before each frame (``START_ACTION`` at an episode's first
+        frame; None: every frame is a first one)."""
         x = F.embedding(cell_values(images), self.cell_table()).permute(0, 3, 1, 2)  # [n, cell_dim, 7, 7]
         x = F.relu(self.stem(x))
         for conv, film in zip(self.convs, self.films):
             x = x + F.relu(film(conv(x), instr))
         # flatten: [n, channels * 49], where each feature is; max: BabyAI 1.1's global max-pool, [n, channels]
         read = x.flatten(1) if self.readout == "flatten" else x.amax(dim=(2, 3))
-        return F.relu(self.out(read) + self.direction(directions.long()))
+        return F.relu(self.out(read) + self.direction(directions.long()) + previous_action(self.prev, prev, len(images)))
 
     def cell_table(self) -> torch.Tensor:
         """``obj + col + state`` embeddings for all 198 cell values, [198, cell_dim]: one lookup per cell."""
@@ -122,8 +139,9 @@ class RecurrentAgent(InstructionEmbeddings, nn.Module):
 
     # -- training path ---------------------------------------------------------------
     def forward_episodes(self, ids: torch.Tensor, mission: torch.Tensor, images: torch.Tensor,
-                         directions: torch.Tensor, slot: torch.Tensor, n_episodes: int, max_len: int) -> torch.Tensor:
-        """Logits [n, 7] for a batch of whole episodes given as flat frames.
+                         directions: torch.Tensor, slot: torch.Tensor, n_episodes: int, max_len: int,
+                         prev: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [n, 7] for a batch of whole episodes given as flat frames (``prev``: each frame's previous action).
 
         ``ids`` [m, L]: the distinct instructions of the batch; ``mission`` [n]: each frame's
         row of ``ids``; ``slot`` [n]: each frame's position ``episode * max_len + t`` in the
@@ -132,7 +150,7 @@ class RecurrentAgent(InstructionEmbeddings, nn.Module):
         """
         # index_select, not x[index]: its CPU backward is deterministic (see Agent.forward_episodes)
         instr = self.instruction(ids).index_select(0, mission)
-        feats = self.drop(self.observation(images, directions, instr))
+        feats = self.drop(self.observation(images, directions, instr, prev))
         padded = feats.new_zeros(n_episodes * max_len, feats.shape[1]).index_copy(0, slot, feats)
         out = self.memory(padded.view(n_episodes, max_len, -1))[0]
         return self.policy(self.drop(out.reshape(n_episodes * max_len, -1).index_select(0, slot)))
@@ -141,7 +159,8 @@ class RecurrentAgent(InstructionEmbeddings, nn.Module):
     def new_memory_state(self, n: int, max_len: int) -> dict[str, Any]:
         """Zero LSTM states for :meth:`act` over ``n`` environments (``max_len`` is unused: the state does not grow)."""
         d = self.cfg.d_hidden
-        return {"h": torch.zeros(n, d), "c": torch.zeros(n, d), "lengths": torch.zeros(n, dtype=torch.long)}
+        return {"h": torch.zeros(n, d), "c": torch.zeros(n, d), "lengths": torch.zeros(n, dtype=torch.long),
+                "prev": torch.full((n,), START_ACTION)}
 
     @torch.no_grad()
     def act(self, instr: torch.Tensor, images: torch.Tensor, directions: torch.Tensor,
@@ -155,7 +174,7 @@ class RecurrentAgent(InstructionEmbeddings, nn.Module):
         fresh = (state["lengths"] == 0)[:, None]
         h0 = state["h"].masked_fill(fresh, 0.0)
         c0 = state["c"].masked_fill(fresh, 0.0)
-        x = self.observation(images, directions, instr)
+        x = self.observation(images, directions, instr, state_previous(state))
         out, (h, c) = self.memory(x[:, None], (h0[None], c0[None]))
         state["h"][:] = h[0]
         state["c"][:] = c[0]

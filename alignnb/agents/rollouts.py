@@ -95,6 +95,7 @@ def _play_level(agent: Agent, level: str, episodes: int, seed: int, greedy: bool
                 actions = logits.argmax(1)
             else:
                 actions = torch.multinomial(F.softmax(logits, 1), 1, generator=gen)[:, 0]
+            state["prev"] = actions.clone()  # the previous-action input of the next step
             done = batch.step(actions.tolist(), state["lengths"])
             records += done
             bar.update(len(done))
@@ -146,6 +147,7 @@ def rollout(agent: Agent, level: str, seed: int, greedy: bool = True, render: bo
     while not done:
         logits = agent.act(instr, torch.from_numpy(obs["image"][None]), torch.tensor([obs["direction"]]), state)
         a = int(logits.argmax(1)) if greedy else int(torch.multinomial(F.softmax(logits, 1), 1))
+        state["prev"] = torch.tensor([a])
         obs, reward, term, trunc, _ = env.step(a)
         done = term or trunc
         actions.append(a)

@@ -26,11 +26,12 @@ import torch
 from torch.nn import functional as F
 from alignnb.core.progress import tqdm
 
-from alignnb.core import cache, compute, paths, streams
+from alignnb.core import cache, compute, numerics, paths, streams
 from alignnb.collect import demos
 from alignnb.agents import evaluation
-from alignnb.agents.blocks import Vocabulary, count_parameters
-from alignnb.agents.checkpoints import TrainedAgent, load_run, run_dir, run_inputs, run_key, save_agent, write_run
+from alignnb.agents.blocks import START_ACTION, Vocabulary, count_parameters
+from alignnb.agents.checkpoints import (TrainedAgent, checkpoint_path, load_run, run_dir, run_inputs, run_key, save_agent,
+                                        write_run)
 from alignnb.agents.learners import build_agent, config_from_dict, learner_of
 from alignnb.agents.recipes import AgentConfig, TrainConfig
 from alignnb.agents.rollouts import evaluate
@@ -50,6 +51,8 @@ class EpisodeBatches:
         self.images = torch.from_numpy(np.array(data.images))  # a writable in-memory copy
         self.directions = torch.from_numpy(np.asarray(data.directions).astype(np.int64))
         self.actions = torch.from_numpy(np.asarray(data.actions).astype(np.int64))
+        # each frame's previous action within its episode (START_ACTION at an episode's first frame)
+        self.prev = torch.cat([torch.tensor([START_ACTION]), self.actions[:-1]])
         self.mission = np.asarray(data.mission)
         self.mission_ids = vocab.encode(data.missions, max_words)
         table = data.episodes.loc[episodes]
@@ -74,7 +77,8 @@ class EpisodeBatches:
         return {"ids": self.mission_ids[torch.from_numpy(uniq)], "mission": torch.from_numpy(inverse),
                 "images": self.images[idx], "directions": self.directions[idx],
                 "slot": torch.from_numpy(slot), "n_episodes": len(which), "max_len": max_len,
-                "actions": self.actions[idx]}
+                "actions": self.actions[idx],
+                "prev": torch.where(torch.from_numpy(t) == 0, START_ACTION, self.prev[idx])}
 
     def iterate(self, batch_episodes: int):
         """All episodes once, in order, in batches (for validation)."""
@@ -86,7 +90,7 @@ class EpisodeBatches:
 def forward_batch(agent: Agent, b: dict) -> torch.Tensor:
     """The agent's action logits [frames, 7] for a batch of :meth:`EpisodeBatches.batch`."""
     return agent.forward_episodes(b["ids"], b["mission"], b["images"], b["directions"], b["slot"],
-                                  b["n_episodes"], b["max_len"])
+                                  b["n_episodes"], b["max_len"], b["prev"])
 
 
 @torch.no_grad()
@@ -210,7 +214,10 @@ def _train_loop(agent: Agent, opt: torch.optim.Optimizer, rng: np.random.Generat
                 row.update(val_loss=v["loss"], val_accuracy=v["accuracy"])
             if tc.check_every and step % tc.check_every == 0 and not last and step >= first_check:
                 table, _ = evaluate(agent, levels, tc.check_episodes, seed=seed, stream="checks", step=step)
-                row.update({f"success/{lv}": sr for lv, sr in zip(table["level"], table["success_rate"])})
+                rates = {f"success/{lv}": sr for lv, sr in zip(table["level"], table["success_rate"])}
+                row.update(rates)
+                # the weights at every success check, kept (alignment along training, matched success)
+                save_agent(agent, checkpoint_path(state_path.parent, step), {"trained": True, "step": step, **rates})
                 agent.train()
             prog.seconds = time.perf_counter() - t_start
             if row:
@@ -244,6 +251,7 @@ def train_agent(data: demos.Demos, agent_config: AgentConfig | None = None, trai
             raise ValueError(f"a run of data set {inputs['demos']} was asked to train on {data.key}")
         # the recipe as the key hashes it: the wall-clock limit is the caller's, not part of it
         recipe = TrainConfig(**{"goal": 0.0, **inputs["train"], "max_minutes": tc.max_minutes})
+        numerics.check(recipe.numerics)  # the CPU kernels are part of the recipe
         with compute.torch_threads(recipe.threads):
             _train(data, config_from_dict(dict(inputs["agent"])), recipe, inputs["seed"], path,
                    final_eval_episodes, progress, report)
@@ -323,5 +331,6 @@ def _finish(path: Path, agent: Agent, prog: _Progress, tc: TrainConfig, ac: Agen
                        "train": tc.to_dict(), "final_eval_episodes": final_eval_episodes},
             "demos": str(data.path), "versions": paths.versions(), "metrics": metrics,
             # the bits of a CPU training run depend on the thread count (matmul blocking)
-            "torch_threads": torch.get_num_threads()}  # = tc.threads (set for the run)
+            "torch_threads": torch.get_num_threads(),  # = tc.threads (set for the run)
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "numerics": numerics.active()}
     write_run(path, agent, metrics, pd.DataFrame(prog.history), per_episode, meta)

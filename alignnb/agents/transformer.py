@@ -30,8 +30,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from alignnb.agents.recipes import AgentConfig  # noqa: F401  (re-exported)
-from alignnb.agents.blocks import (N_ACTIONS, N_COLORS, N_OBJECTS, N_STATES, FiLM, InstructionEmbeddings, Vocabulary,
-                                    cell_values, count_parameters, masked_mean)  # noqa: F401  (re-exported)
+from alignnb.agents.blocks import (N_ACTIONS, N_COLORS, N_OBJECTS, N_STATES, START_ACTION, FiLM, InstructionEmbeddings, Vocabulary,
+                                    cell_values, count_parameters, masked_mean, previous_action, state_previous)  # noqa: F401  (re-exported)
 
 class InstructionEncoder(nn.Module):
     """Transformer encoder over words; the instruction embedding is a linear map of the
@@ -79,14 +79,18 @@ class ObservationEncoder(nn.Module):
         self.out = nn.Linear(cfg.channels * 49, cfg.d_hidden)
         self.direction = nn.Embedding(4, cfg.d_hidden)
         self.instr = nn.Linear(cfg.d_model, cfg.d_hidden)
+        self.prev = nn.Embedding(N_ACTIONS + 1, cfg.d_hidden) if cfg.previous_action else None
 
-    def forward(self, images: torch.Tensor, directions: torch.Tensor, instr: torch.Tensor) -> torch.Tensor:
-        """images uint8 [n,7,7,3], directions [n], instr [n, d_model] -> [n, d_hidden]."""
+    def forward(self, images: torch.Tensor, directions: torch.Tensor, instr: torch.Tensor,
+                prev: torch.Tensor | None = None) -> torch.Tensor:
+        """images uint8 [n,7,7,3], directions [n], instr [n, d_model] -> [n, d_hidden]; ``prev`` [n]: the action taken before each frame (``START_ACTION`` at an episode's first
+        frame; None: every frame is a first one)."""
         cell = cell_values(images).view(len(images), 49)  # [n, 49]
         x = F.embedding(cell, self.cell_table())  # = cell1(obj + col + state), [n, 49, channels]
         x = F.relu(self.film1(x, instr))
         x = F.relu(self.film2(self.cell2(x), instr))
-        return F.relu(self.out(x.flatten(1)) + self.direction(directions.long()) + self.instr(instr))
+        x = self.out(x.flatten(1)) + self.direction(directions.long()) + self.instr(instr)
+        return F.relu(x + previous_action(self.prev, prev, len(images)))
 
     def cell_table(self) -> torch.Tensor:
         """``cell1(obj + col + state)`` for all 198 cell values, [198, channels].
@@ -165,8 +169,9 @@ class Agent(InstructionEmbeddings, nn.Module):
 
     # -- training path ---------------------------------------------------------------
     def forward_episodes(self, ids: torch.Tensor, mission: torch.Tensor, images: torch.Tensor,
-                         directions: torch.Tensor, slot: torch.Tensor, n_episodes: int, max_len: int) -> torch.Tensor:
-        """Logits for a batch of whole episodes given as flat frames.
+                         directions: torch.Tensor, slot: torch.Tensor, n_episodes: int, max_len: int,
+                         prev: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits for a batch of whole episodes given as flat frames (``prev``: each frame's previous action).
 
         ``ids`` [m, L]: the distinct instructions of the batch; ``mission`` [n]: each frame's
         row of ``ids``; ``slot`` [n]: each frame's position ``episode * max_len + t`` in the
@@ -177,7 +182,7 @@ class Agent(InstructionEmbeddings, nn.Module):
         # nondeterministic), which made two trainings with one seed drift apart by step 100;
         # index_select's backward (index_add_) is deterministic on the CPU.
         instr = self.instruction(ids).index_select(0, mission)
-        feats = self.observation(images, directions, instr)
+        feats = self.observation(images, directions, instr, prev)
         return self.policy(self.memory.forward_frames(feats, slot, n_episodes, max_len))
 
     # -- acting ----------------------------------------------------------------------
@@ -186,7 +191,7 @@ class Agent(InstructionEmbeddings, nn.Module):
         shape = (n, self.cfg.n_heads, max_len, self.cfg.d_hidden // self.cfg.n_heads)
         layers = len(self.memory.layers)
         return {"k": [torch.zeros(shape) for _ in range(layers)], "v": [torch.zeros(shape) for _ in range(layers)],
-                "lengths": torch.zeros(n, dtype=torch.long)}
+                "lengths": torch.zeros(n, dtype=torch.long), "prev": torch.full((n,), START_ACTION)}
 
     @torch.no_grad()
     def act(self, instr: torch.Tensor, images: torch.Tensor, directions: torch.Tensor,
@@ -198,8 +203,8 @@ class Agent(InstructionEmbeddings, nn.Module):
         ``state`` (from :meth:`new_memory_state`) is updated in place; set
         ``state["lengths"][k] = 0`` when environment k starts a new episode. Returns [n, 7].
         """
-        x = self.observation(images, directions, instr)
         lengths = state["lengths"]
+        x = self.observation(images, directions, instr, state_previous(state))
         t = lengths.clamp_max(self.memory.max_steps - 1)
         x = x + self.memory.time(t)
         rows = torch.arange(len(x))

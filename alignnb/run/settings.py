@@ -62,20 +62,20 @@ class StudyConfig:
     quick: bool = _param(False, (1, 2, 3, 4, 5), "small fast run for tests and CI")
     # stage 1
     levels: tuple = _param(level_table.DEFAULT_LEVELS, (1,), "BabyAI level ids")
-    episodes_per_level: int = _param(20_000, (1,), "bot demonstrations per level")
+    episodes_per_level: int = _param(50_000, (1,), "bot demonstrations per level")
     workers: int | None = _param(None, (1,), "worker processes for collection, None means all cores")
     sentence_patience: int = _param(2000, (1,), "stop looking for new missions after this many resets bring none")
     # stage 2
     d_model: int = _param(128, (2,), "instruction embedding size")
     n_layers: int = _param(2, (2,), "instruction transformer layers")
     memory_layers: int = _param(2, (2,), "causal transformer layers over the episode")
-    steps: int = _param(6_000, (2,), "the most optimizer steps; training stops earlier once success checks meet the goals")
+    steps: int = _param(3_000, (2,), "the most optimizer steps; training stops earlier once success checks meet the goals")
     batch_episodes: int = _param(96, (2,), "whole episodes per batch")
     lr: float = _param(0.001, (2,), "peak learning rate, AdamW with warm-up and cosine decay")
     eval_episodes: int = _param(500, (2,), "fresh episodes per level for the final evaluation")
-    agent_seeds: int = _param(3, (2,), "transformer agents, from seed, seed + 1, ...: the 2nd is the replicate; "
+    agent_seeds: int = _param(5, (2,), "transformer agents, from seed, seed + 1, ...: the 2nd is the replicate; "
                                        "together they give the seed-to-seed ceiling")
-    recurrent_seeds: int = _param(2, (2,), "agents of the second learner (GRU, FiLM convolution, LSTM), from seed on")
+    recurrent_seeds: int = _param(3, (2,), "agents of the second learner (GRU, FiLM convolution, LSTM), from seed on")
     # stage 3
     profile: str = _param("offline", (3, 4, 5), "model profile: offline, paper or paper-small")
     models: tuple = _param((), (3,), "model keys, empty means every model of the profile")

@@ -135,18 +135,16 @@ def load_variants(cfg: StudyConfig, sentences: SentenceSet, data_dir: str | os.P
     """Every extraction point of every agent of the study, and the bot's behavioural embedding.
 
     Returns ({(learner, seed, extraction): Embeddings}, bot, skipped {(learner, seed,
-    extraction): why}). The untrained twin of each learner's first seed is included as learner
-    ``"<learner>-untrained"``. A set with a zero vector has no cosine geometry and is skipped
-    (the untrained twins' FiLM layers start at zero, so their FiLM parameters are all zero).
+    extraction): why}). Every seed's own untrained twin (its ``untrained.pt``, the seed's
+    initial weights) is included as learner ``"<learner>-untrained"``, the matched floor of
+    what training changed. A set with a zero vector has no cosine geometry and is skipped.
     With ``compute`` (notebook 03) missing sets are extracted; otherwise each must be cached.
     """
     probes = probe_set(cfg)
     out: dict = {}
     for (learner, seed), run in tqdm(list(load_agents(cfg, data_dir).items()), desc="agent variants",
                                      disable=not progress):
-        files = [("agent.pt", learner, True)]
-        if seed == cfg.seed:
-            files.append(("untrained.pt", f"{learner}-untrained", False))
+        files = [("agent.pt", learner, True), ("untrained.pt", f"{learner}-untrained", False)]
         for filename, label, trained in files:
             sets = _variants_of(run.path / filename, sentences, probes, {"learner": label, "seed": seed,
                                                                          "trained": trained}, data_dir, compute,

@@ -47,6 +47,47 @@ def learning_curves(history: pd.DataFrame, levels: Sequence[str],
     return fig, (row if new else axes)
 
 
+def curves_grid(histories: Mapping[tuple[str, int], pd.DataFrame], levels: Sequence[str],
+                goals: Mapping[str, Mapping[str, float]] | None = None,
+                axes: Sequence[plt.Axes] | None = None) -> tuple[plt.Figure, Any]:
+    """Small multiples of every agent's training: one row per learner, one column per level
+    plus the validation loss; one line per seed (success at each check on validation layouts),
+    with the learner's goal dashed. ``histories``: {(learner, seed): a run's history}."""
+    learners = list(dict.fromkeys(learner for learner, _ in histories))
+    ncols = len(levels) + 1
+    fig, grid, new = new_axes_grid(axes, len(learners), ncols, (2.4 * ncols, 2.2 * len(learners)), sharex="row")
+    for r, learner in enumerate(learners):
+        runs = [(seed, h) for (lr, seed), h in histories.items() if lr == learner]
+        base = np.array(to_rgb(LEARNER_COLORS.get(learner, "#999999")))
+        for j, (seed, h) in enumerate(runs):
+            color = base + (1 - base) * (0.6 * j / max(len(runs) - 1, 1))
+            for c, level in enumerate(levels):
+                col = f"success/{level}"
+                if col in h:
+                    d = h.dropna(subset=[col])
+                    grid[r, c].plot(d["step"], d[col], "o-", ms=2, lw=1, color=color, label=f"seed {seed}")
+            if "val_loss" in h:
+                d = h.dropna(subset=["val_loss"])
+                grid[r, -1].plot(d["step"], d["val_loss"], lw=1, color=color, label=f"seed {seed}")
+        for c, level in enumerate(levels):
+            ax = grid[r, c]
+            if goals and learner in goals and level in goals[learner]:
+                ax.axhline(goals[learner][level], color="black", lw=0.8, ls="--")
+            ax.set_ylim(0.5, 1.01)
+            ax.set_title(f"{learner}: {short_level(level)}", fontsize=8)
+            ax.tick_params(labelsize=7)
+        grid[r, 0].set_ylabel("success at checks", fontsize=8)
+        grid[r, -1].set_yscale("log")
+        grid[r, -1].set_title(f"{learner}: validation loss", fontsize=8)
+        grid[r, -1].tick_params(labelsize=7)
+        grid[r, -1].legend(frameon=False, fontsize=6)
+    for ax in grid[-1]:
+        ax.set_xlabel("optimizer step", fontsize=8)
+    if new:
+        fig.tight_layout()
+    return fig, (grid if new else axes)
+
+
 def success_bars(greedy: pd.DataFrame, sampled: pd.DataFrame | None = None,
                  goals: Mapping[str, float] | None = None, ax: plt.Axes | None = None) -> tuple[plt.Figure, plt.Axes]:
     """Success rate per level, greedy (and sampled) actions, each bar labelled, with goal marks."""
@@ -97,8 +138,9 @@ def confusion(rows: np.ndarray, row_names: Sequence[str], names: Sequence[str],
 
 def agent_success_grid(table: pd.DataFrame, goals: Mapping[str, Mapping[str, float]] | None = None,
                        ax: plt.Axes | None = None) -> tuple[plt.Figure, plt.Axes]:
-    """Greedy success of every trained agent (columns learner, seed, level, success_rate), one
-    group of bars per level, with each learner's goal marked."""
+    """Greedy success of every trained agent (columns learner, seed, level, success_rate; with
+    ``ci_low``/``ci_high`` their Wilson 95% intervals as error bars), one group of bars per
+    level, with each learner's goal marked."""
     fig, ax, new = new_axes(ax, (7.5, 3.2))
     agents = list(dict.fromkeys(zip(table["learner"], table["seed"])))
     levels = list(dict.fromkeys(table["level"]))
@@ -107,8 +149,14 @@ def agent_success_grid(table: pd.DataFrame, goals: Mapping[str, Mapping[str, flo
         rows = table[(table["learner"] == learner) & (table["seed"] == seed)].set_index("level")
         x = np.arange(len(levels)) - 0.4 + width * (j + 0.5)
         base = np.array(to_rgb(LEARNER_COLORS.get(learner, "#999999")))
-        shade = base + (1 - base) * (0.45 * (seed % 3) / 2)
-        ax.bar(x, rows.loc[levels, "success_rate"], width, color=shade, label=f"{learner}, seed {seed}")
+        shade = base + (1 - base) * (0.55 * (seed % 5) / 4)
+        rates = rows.loc[levels, "success_rate"].to_numpy(float)
+        err = None
+        if {"ci_low", "ci_high"} <= set(rows.columns):  # Wilson 95% intervals
+            err = np.vstack([rates - rows.loc[levels, "ci_low"].to_numpy(float),
+                             rows.loc[levels, "ci_high"].to_numpy(float) - rates])
+        ax.bar(x, rates, width, color=shade, label=f"{learner}, seed {seed}", yerr=err,
+               error_kw={"elinewidth": 0.6, "capsize": 0})
     for i, level in enumerate(levels):
         for learner, g in (goals or {}).items():
             if level in g:

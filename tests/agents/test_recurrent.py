@@ -7,11 +7,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+
 from torch.nn import functional as F
 
 from alignnb.agents import checkpoints
 from alignnb.agents import train
-from alignnb.agents.blocks import N_COLORS, N_OBJECTS, N_STATES
+from alignnb.agents.blocks import N_COLORS, N_OBJECTS, N_STATES, START_ACTION
 from alignnb.agents.learners import config_from_dict
 from alignnb.agents.recipes import RecurrentConfig
 from alignnb.agents.recurrent import RecurrentAgent
@@ -73,10 +74,14 @@ def test_acting_step_by_step_equals_the_training_forward():
     mission = torch.tensor([i for i, n in enumerate(lengths) for _ in range(n)])
     slot = torch.tensor([i * T + t for i, n in enumerate(lengths) for t in range(n)])
     images, dirs = random_views(gen, len(slot))
-    with torch.no_grad():
-        full = agent.forward_episodes(ids, mission, images, dirs, slot, n_ep, T)
-        instr = agent.instruction(ids)
     ep, t = (slot // T).numpy(), (slot % T).numpy()
+    acts = torch.randint(0, 7, (len(slot),), generator=gen)
+    prev = torch.where(torch.from_numpy(t) == 0, START_ACTION, acts.roll(1))  # each frame's previous action
+    with torch.no_grad():
+        full = agent.forward_episodes(ids, mission, images, dirs, slot, n_ep, T, prev)
+        instr = agent.instruction(ids)
+        assert not torch.allclose(agent.forward_episodes(ids, mission, images, dirs, slot, n_ep, T)[t > 0],
+                                  full[t > 0], atol=1e-4)  # the previous action is an input
     # a used state: every row must start its episode afresh when lengths is 0
     state = agent.new_memory_state(n_ep, T + 1)
     state["h"].normal_(generator=gen)
@@ -87,6 +92,7 @@ def test_acting_step_by_step_equals_the_training_forward():
         blank_images, blank_dirs = torch.zeros(n_ep, 7, 7, 3, dtype=torch.uint8), torch.zeros(n_ep, dtype=torch.long)
         blank_images[ep[sel]], blank_dirs[ep[sel]] = images[sel], dirs[sel]
         stepped[sel] = agent.act(instr, blank_images, blank_dirs, state)[ep[sel]]
+        state["prev"][ep[sel]] = acts[sel]
     torch.testing.assert_close(stepped, full, atol=1e-5, rtol=1e-5)
     assert state["lengths"].tolist() == [T] * n_ep
     # an episode that ends is reset by the rollout code (lengths = 0): the next step is a first step again

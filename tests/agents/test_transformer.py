@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
+from alignnb.agents.blocks import START_ACTION
+
 from alignnb.core import streams
 from alignnb.extract import encoders, spaces
 from alignnb.agents import checkpoints
@@ -72,7 +74,16 @@ def test_cached_acting_equals_the_training_forward(small_demos):
         ins = torch.zeros(8, agent.cfg.d_model)
         images[ep[sel]], dirs[ep[sel]], ins[ep[sel]] = b["images"][sel], b["directions"][sel], instr[sel]
         stepped[sel] = agent.act(ins, images, dirs, state)[ep[sel]]
+        state["prev"][ep[sel]] = b["actions"][sel]  # what the rollout records: the action taken
     torch.testing.assert_close(stepped, full, atol=1e-5, rtol=1e-5)
+    # the previous action is an input: the bot's actions fed as each next frame's, START_ACTION first
+    assert (b["prev"][t == 0] == START_ACTION).all()
+    later = np.flatnonzero(t > 0)
+    assert torch.equal(b["prev"][later], b["actions"][later - 1])
+    with torch.no_grad():
+        blind = agent.forward_episodes(b["ids"], b["mission"], b["images"], b["directions"], b["slot"],
+                                       b["n_episodes"], b["max_len"], None)
+    assert not torch.allclose(blind[later], full[later], atol=1e-4)
 
 
 def test_overfits_a_tiny_data_set(small_demos):

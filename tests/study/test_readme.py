@@ -73,3 +73,24 @@ def test_readme_variants_table_matches_the_variant_tables():
     expected = analysis.variant_markdown(analysis.variant_summary(variants), analysis.ceiling_summary(agreement),
                                          models)
     assert lines == expected
+
+
+def test_readme_tables_are_the_regenerated_ones():
+    """Every marked table of the README is what ``python -m alignnb.run.readme`` makes from figures/."""
+    from alignnb.run import readme
+
+    text = (paths.REPO_ROOT / "README.md").read_text()
+    assert readme.render(text, paths.REPO_ROOT / "figures") == text, "run: python -m alignnb.run.readme"
+
+
+def test_the_readme_generator_rewrites_only_marked_blocks(tmp_path):
+    from alignnb.run import readme
+
+    pd.DataFrame({"learner": ["transformer"] * 2, "seed": [0, 0], "level": ["BabyAI-GoToLocal-v0", "BabyAI-PickupLoc-v0"],
+                  "success_rate": [0.995, 0.96], "episodes": [500, 500], "ci_low": [0.98, 0.94],
+                  "ci_high": [0.999, 0.975]}).to_csv(tmp_path / "agent_success.csv", index=False)
+    text = "intro\n\n<!-- success-table: from figures -->\n| old |\n\nafter\n"
+    out = readme.render(text, tmp_path)
+    assert out.startswith("intro\n\n<!-- success-table: from figures -->\n| learner | seed | GoToLocal | PickupLoc |")
+    assert "| transformer | 0 | 0.995 | 0.960 | PickupLoc |" in out and out.endswith("\n\nafter\n")
+    assert readme.render(out, tmp_path) == out

@@ -1,0 +1,106 @@
+"""The README's result tables, regenerated from the committed tables in ``figures/``.
+
+Each table sits under a marker line ``<!-- NAME: ... -->`` and ends at the first blank line;
+:func:`update_readme` rewrites every such block from its CSV (``make study`` runs it after the
+notebooks; ``tests/study/test_readme.py`` checks that the README agrees with the tables).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from alignnb.collect import levels as level_table
+from alignnb.core import paths
+
+
+def _f(x: float) -> str:
+    return f"{x:.3f}"
+
+
+def success_markdown(table: pd.DataFrame) -> list[str]:
+    """Every agent's greedy success per level (``agent_success.csv``), with its Wilson 95% interval
+    when the table has one; one row per learner and seed, in the table's order."""
+    levels = list(dict.fromkeys(table["level"]))
+    short = [lv.removeprefix("BabyAI-").removesuffix("-v0") for lv in levels]
+    lines = ["| learner | seed | " + " | ".join(short) + " | misses a goal |", "|---|---|" + "---|" * (len(levels) + 1)]
+    for (learner, seed), g in table.groupby(["learner", "seed"], sort=False):
+        g = g.set_index("level")
+        cells = [_f(g.loc[lv, "success_rate"]) for lv in levels]
+        missed = [s for lv, s in zip(levels, short) if g.loc[lv, "success_rate"] < level_table.goal_of(lv, learner)]
+        lines.append(f"| {learner} | {seed} | " + " | ".join(cells) + f" | {', '.join(missed) or 'no'} |")
+    return lines
+
+
+def interval_markdown(table: pd.DataFrame) -> list[str]:
+    """The Wilson 95% intervals of ``agent_success.csv``, one row per learner and seed."""
+    levels = list(dict.fromkeys(table["level"]))
+    short = [lv.removeprefix("BabyAI-").removesuffix("-v0") for lv in levels]
+    lines = ["| learner | seed | " + " | ".join(short) + " |", "|---|---|" + "---|" * len(levels)]
+    for (learner, seed), g in table.groupby(["learner", "seed"], sort=False):
+        g = g.set_index("level")
+        lines.append(f"| {learner} | {seed} | " + " | ".join(
+            f"{_f(g.loc[lv, 'ci_low'])}-{_f(g.loc[lv, 'ci_high'])}" for lv in levels) + " |")
+    return lines
+
+
+def training_markdown(table: pd.DataFrame) -> list[str]:
+    """``agent_training.csv``: steps, why each agent stopped, validation accuracy, test failures."""
+    lines = ["| learner | seed | steps | stopped | first check at the goals | validation accuracy | "
+             "test failures | with a location phrase |", "|---|---|---|---|---|---|---|---|"]
+    for _, r in table.iterrows():
+        hit = "never" if pd.isna(r["steps_to_goals"]) else f"{int(r['steps_to_goals']):,}"
+        lines.append(f"| {r['learner']} | {r['seed']} | {int(r['steps']):,} | {r['stop_reason']} | {hit} | "
+                     f"{r['val_accuracy']:.3f} | {int(r['test_failures'])} | {int(r['failures_with_location'])} |")
+    return lines
+
+
+def results_markdown(summary: pd.DataFrame) -> list[str]:
+    """The alignment summary (``alignment_summary.csv``, k = 15) as the README's results table."""
+    lines = ["| model | family | precision@15 | chance | R_NX | calibrated | 95% CI (colours × objects) | "
+             "p: global / level / verb | centred | Procrustes (p) | CKA (p) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for _, s in summary.iterrows():
+        lines.append(f"| {s['model']} | {s['family']} | {_f(s['precision'])} | {_f(s['chance'])} | {_f(s['rnx'])} | "
+                     f"{_f(s['calibrated'])} | {_f(s['ci_low'])} to {_f(s['ci_high'])} | {_f(s['p_value'])} / "
+                     f"{_f(s['p_within_level'])} / {_f(s['p_within_verb'])} | {_f(s['precision_centred'])} | "
+                     f"{_f(s['procrustes_disparity'])} ({_f(s['procrustes_p'])}) | {_f(s['cka'])} ({_f(s['cka_p'])}) |")
+    return lines
+
+
+#: marker name -> (the CSV in figures/ it is made from, how)
+BLOCKS: dict[str, tuple[str, Callable[[pd.DataFrame], list[str]]]] = {
+    "success-table": ("agent_success.csv", success_markdown),
+    "interval-table": ("agent_success.csv", interval_markdown),
+    "training-table": ("agent_training.csv", training_markdown),
+    "results-table": ("alignment_summary.csv", results_markdown),
+}
+
+
+def render(text: str, figures: Path) -> str:
+    """``text`` with every marked block rewritten from the tables in ``figures``."""
+    for name, (csv, make) in BLOCKS.items():
+        pattern = re.compile(rf"(<!-- {name}:[^\n]*-->\n)(.*?)(\n\n|\Z)", re.S)
+        if not pattern.search(text) or not (figures / csv).exists():
+            continue
+        body = "\n".join(make(pd.read_csv(figures / csv)))
+        text = pattern.sub(lambda m: m.group(1) + body + m.group(3), text, count=1)
+    return text
+
+
+def update_readme(readme: Path | None = None, figures: Path | None = None) -> bool:
+    """Rewrite the README's marked tables from ``figures/``; True when the file changed."""
+    readme = readme or paths.REPO_ROOT / "README.md"
+    figures = figures or paths.REPO_ROOT / "figures"
+    old = readme.read_text()
+    new = render(old, figures)
+    if new != old:
+        readme.write_text(new)
+    return new != old
+
+
+if __name__ == "__main__":  # python -m alignnb.run.readme
+    print("README.md updated" if update_readme() else "README.md already agrees with figures/", file=sys.stderr)
