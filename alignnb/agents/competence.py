@@ -54,11 +54,14 @@ TRAINING_COLUMNS = ["learner", "seed", "steps", "stop_reason", "steps_to_goals",
 
 
 def steps_to_goals(history: pd.DataFrame, goals: Mapping[str, float]) -> int | None:
-    """The first success check (step) on validation layouts at which every level met its goal, or None."""
+    """The first success check (step) on validation layouts at which every level met its goal, or None.
+
+    The history's last success row is the final test evaluation (:mod:`alignnb.agents.train`
+    appends it at the last step), not a check: it is left out."""
     cols = {f"success/{lv}": g for lv, g in goals.items()}
     if not set(cols) <= set(history.columns):
         return None
-    checks = history.dropna(subset=list(cols))
+    checks = history.dropna(subset=list(cols)).iloc[:-1]
     met = checks[[all(row[c] >= g for c, g in cols.items()) for _, row in checks.iterrows()]]
     return int(met["step"].iloc[0]) if len(met) else None
 
@@ -71,7 +74,7 @@ def training_table(runs: Mapping[tuple[str, int], Any]) -> pd.DataFrame:
     for (learner, seed), run in runs.items():
         m = run.meta["metrics"]
         levels = list(run.meta["params"]["levels"])
-        ep = run.episodes
+        ep = run.episodes if run.episodes is not None else pd.DataFrame({"success": [], "mission": []})
         failed = ep[~ep["success"].astype(bool)]
         located = failed["mission"].str.contains("|".join(LOCATION_PHRASES), regex=True)
         hit = steps_to_goals(run.history, level_table.goals(levels, learner))

@@ -9,6 +9,8 @@ only when an agent is built, so the settings can read this registry without torc
 
 from __future__ import annotations
 
+import dataclasses
+
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,8 +64,17 @@ def learner_of(cfg: Any) -> str:
 
 
 def config_from_dict(values: dict) -> Any:
-    """The agent configuration stored in a checkpoint (its ``learner`` entry says which learner)."""
-    return get_learner(values.get("learner", "transformer")).config_class(**values)
+    """The agent configuration stored in a checkpoint (its ``learner`` entry says which learner).
+
+    A checkpoint written before a configuration field existed gets the value its network was
+    built with (:data:`BEFORE_FIELDS`), not today's default."""
+    config_class = get_learner(values.get("learner", "transformer")).config_class
+    names = {f.name for f in dataclasses.fields(config_class)}
+    return config_class(**{**{k: v for k, v in BEFORE_FIELDS.items() if k in names}, **values})
+
+
+#: Configuration fields added after checkpoints were first written, and what those checkpoints used.
+BEFORE_FIELDS = {"previous_action": False, "film_init": "zero"}
 
 
 def build_agent(vocab: Any, cfg: Any = None) -> Any:

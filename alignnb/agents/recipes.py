@@ -74,8 +74,8 @@ class TrainConfig:
 
     Training stops at the first success check (at or after ``min_steps``) that, together with
     the ``goal_checks - 1`` checks before it, meets the learner's goals (:func:`alignnb.collect.levels.goals`) on fresh validation
-    layouts, while their pooled rate beats each goal by ``stop_margin`` (see :func:`stop_reason`),
-    or at ``steps``. A check plays ``check_episodes`` episodes per level whose seeds
+    layouts (with ``stop_margin`` > 0, their pooled rate must also beat each goal by it; see
+    :func:`alignnb.agents.stopping.stop_reason`), or at ``steps``. The weights at every check are kept. A check plays ``check_episodes`` episodes per level whose seeds
     come from the ``checks`` layout stream (:mod:`alignnb.core.streams`): never the final test layouts, never a
     demonstration (those seeds are even, evaluation seeds odd).
     """

@@ -5,7 +5,7 @@ with a GRU instruction encoder, a FiLM-conditioned convolution over the view and
                 = instruction embedding  e
     7x7x3 view --cell embeddings (object + colour + state)--> conv3x3 --ReLU-->
                 film_blocks x [ x = x + ReLU(FiLM(conv3x3(x), e)) ] --flatten the 7x7 cells-->
-                --linear (+ direction embedding), ReLU--> x_t
+                --linear (+ direction and previous-action embeddings), ReLU--> x_t
     x_1..x_t --LSTM--> h_t --linear, tanh, linear--> 7 logits
 
 It is a drop-in replacement for :class:`alignnb.agents.transformer.Agent` (same methods, same training
@@ -169,7 +169,9 @@ class RecurrentAgent(InstructionEmbeddings, nn.Module):
         gives at the latest step of each episode so far.
 
         ``state`` (from :meth:`new_memory_state`) is updated in place; rows whose
-        ``state["lengths"]`` is 0 start a new episode (their LSTM state is reset first).
+        ``state["lengths"]`` is 0 start a new episode (their LSTM state is reset first). After
+        choosing the actions, the caller sets ``state["prev"]`` to them (the next step's
+        previous-action input).
         """
         fresh = (state["lengths"] == 0)[:, None]
         h0 = state["h"].masked_fill(fresh, 0.0)

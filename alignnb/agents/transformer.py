@@ -4,7 +4,7 @@ episode memory (a causal transformer) and a policy head over minigrid's 7 action
     instruction --words--> token embeddings --transformer encoder--> mean over words
                 --linear--> instruction embedding  e  (the "action-grounded" sentence vector)
     7x7x3 view --cell embeddings--> per-cell MLP with FiLM(e) twice --> flatten
-                --linear (+ direction, + e)--> x_t
+                --linear (+ direction, + e, + previous action)--> x_t
     x_1..x_t --causal transformer over the episode (time embeddings)--> h_t --MLP--> 7 logits
 
 The instruction embedding ``e`` is shaped only by the need to act: nothing in training asks
@@ -201,7 +201,9 @@ class Agent(InstructionEmbeddings, nn.Module):
         Computes exactly what :meth:`forward_episodes` computes at the last step of each
         episode so far, in O(steps) instead of re-running the memory over the whole history.
         ``state`` (from :meth:`new_memory_state`) is updated in place; set
-        ``state["lengths"][k] = 0`` when environment k starts a new episode. Returns [n, 7].
+        ``state["lengths"][k] = 0`` when environment k starts a new episode, and after choosing
+        the actions set ``state["prev"]`` to them (the next step's previous-action input, as
+        :mod:`alignnb.agents.rollouts` does). Returns [n, 7].
         """
         lengths = state["lengths"]
         x = self.observation(images, directions, instr, state_previous(state))

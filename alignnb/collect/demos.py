@@ -196,7 +196,7 @@ def demos_path(levels: list[str], episodes_per_level: int, seed: int,
 
 def collect_demos(
     levels: list[str] | tuple[str, ...] = levels.DEFAULT_LEVELS,
-    episodes_per_level: int = 20_000,
+    episodes_per_level: int = 50_000,
     seed: int = 0,
     workers: int | None = None,
     data_dir: str | os.PathLike | None = None,

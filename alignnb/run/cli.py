@@ -212,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     col = sub.add_parser("collect", help="collect bot demonstrations (stage 1)")
     col.add_argument("--levels", nargs="+", default=list(levels.DEFAULT_LEVELS))
-    col.add_argument("--episodes", type=int, default=20_000, help="episodes per level")
+    col.add_argument("--episodes", type=int, default=50_000, help="episodes per level")
     col.add_argument("--seed", type=int, default=0)
     col.add_argument("--workers", type=int, default=None)
     col.add_argument("--data-dir", default=None)

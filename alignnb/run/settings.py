@@ -32,6 +32,7 @@ from typing import Any
 from alignnb.agents import evaluation, learners, recipes
 from alignnb.agents.recipes import AgentConfig, RecurrentConfig, TrainConfig
 from alignnb.collect import demos
+from alignnb.core import numerics
 from alignnb.collect import levels as level_table
 from alignnb.collect.instructions import SentenceSet, sentences_path
 from alignnb.extract import models
@@ -152,7 +153,8 @@ class StudyConfig:
     @property
     def train_config(self) -> TrainConfig:
         """The training recipe; a quick run trains for seconds, with no evaluation during training."""
-        tc = TrainConfig(steps=self.steps, batch_episodes=self.batch_episodes, lr=self.lr)
+        tc = TrainConfig(steps=self.steps, batch_episodes=self.batch_episodes, lr=self.lr,
+                         numerics=numerics.chosen())  # avx2 unless ALIGNNB_NUMERICS=native
         if not self.quick:
             return tc
         return replace(tc, steps=min(tc.steps, QUICK["train_steps"]),

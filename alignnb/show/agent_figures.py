@@ -51,8 +51,9 @@ def curves_grid(histories: Mapping[tuple[str, int], pd.DataFrame], levels: Seque
                 goals: Mapping[str, Mapping[str, float]] | None = None,
                 axes: Sequence[plt.Axes] | None = None) -> tuple[plt.Figure, Any]:
     """Small multiples of every agent's training: one row per learner, one column per level
-    plus the validation loss; one line per seed (success at each check on validation layouts),
-    with the learner's goal dashed. ``histories``: {(learner, seed): a run's history}."""
+    plus the validation loss; one line per seed (success at each check on validation layouts;
+    its last point is the final test evaluation), with the learner's goal dashed.
+    ``histories``: {(learner, seed): a run's history}."""
     learners = list(dict.fromkeys(learner for learner, _ in histories))
     ncols = len(levels) + 1
     fig, grid, new = new_axes_grid(axes, len(learners), ncols, (2.4 * ncols, 2.2 * len(learners)), sharex="row")

@@ -59,7 +59,7 @@ def test_quick_is_defined_once():
 
 def test_keys_derive_from_upstream_keys():
     cfg = StudyConfig()
-    assert cfg.demos_key == demos.demos_key(list(cfg.levels), 20_000, 0)
+    assert cfg.demos_key == demos.demos_key(list(cfg.levels), 50_000, 0)
     assert cfg.agent_key() == checkpoints.run_key(cfg.demos_key, cfg.agent_config, cfg.train_config, 0)
     assert cfg.agent_key(replicate=True) == checkpoints.run_key(cfg.demos_key, cfg.agent_config, cfg.train_config,
                                                          REPLICATE_OFFSET)

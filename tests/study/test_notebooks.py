@@ -97,7 +97,8 @@ def test_quick_run_of_the_whole_study(quick_run):
     for shown in re.findall(r"figures/([\w-]+)\.png", readme):
         assert f"{shown}.png" in figures, f"README shows figures/{shown}.png but the run does not make it"
     table = pd.read_csv(run_dir / "figures" / "agent_success.csv")
-    assert list(table.columns) == ["learner", "seed", "level", "success_rate", "episodes"]
+    assert list(table.columns) == ["learner", "seed", "level", "success_rate", "episodes", "ci_low", "ci_high"]
+    assert ((table["ci_low"] <= table["success_rate"]) & (table["success_rate"] <= table["ci_high"])).all()
     # quick: two transformer seeds and one of the second learner, four levels each
     assert sorted(set(zip(table["learner"], table["seed"]))) == [("gru-film-lstm", 0), ("transformer", 0),
                                                                   ("transformer", 1)]
