@@ -12,7 +12,7 @@ import os
 
 from alignnb.agents import jobs
 from alignnb.core.engines import InProcess, Processes
-from alignnb.agents import train
+from alignnb.agents import checkpoints, competence, train
 from alignnb.collect import levels
 from support import CHECKED_RECIPE, LEVELS, SMALL
 
@@ -110,6 +110,15 @@ def test_training_stops_when_validation_checks_meet_the_goals(small_demos, data_
     checks = run.history.dropna(subset=[f"success/{LEVELS[0]}"])
     assert list(checks["step"])[:-1] == [10, 20, 30, 40]  # checks from min_steps - check_every; the last row is the test
     assert run.meta["torch_threads"] == RECIPE.threads == 1
+    assert run.meta["numerics"] == "avx2" and run.meta["cpu_capability"] == "AVX2"
+    # the weights at every check are kept, step 0 being the untrained twin
+    kept = checkpoints.training_checkpoints(run.path)
+    assert list(kept) == [0, 10, 20, 30, 40]
+    at_check = checkpoints.load_agent(kept[max(kept)])
+    assert not all(torch.equal(a, b) for a, b in zip(at_check.state_dict().values(),
+                                                      checkpoints.load_agent(kept[0]).state_dict().values()))
+    # the first check that met every goal, from the checks alone (never the final test row)
+    assert competence.steps_to_goals(run.history, {lv: 0.9 for lv in LEVELS}) == 30
 
 
 def test_an_interrupted_run_resumes_bit_for_bit(small_demos, data_root, tmp_path, monkeypatch):
