@@ -80,13 +80,29 @@ BLOCKS: dict[str, tuple[str, Callable[[pd.DataFrame], list[str]]]] = {
 }
 
 
+def variants_markdown(figures: Path, old: str) -> list[str]:
+    """The agent-variants table (``agent_variants.csv``, ``agent_agreement.csv``), with the
+    reference spaces the README's block already shows as its columns."""
+    from alignnb.measure import analysis
+
+    header = old.splitlines()[0]
+    models = [c.strip() for c in header.strip("|").split("|")][2:-1]
+    variants = pd.read_csv(figures / "agent_variants.csv")
+    agreement = pd.read_csv(figures / "agent_agreement.csv")
+    return analysis.variant_markdown(analysis.variant_summary(variants), analysis.ceiling_summary(agreement), models)
+
+
 def render(text: str, figures: Path) -> str:
     """``text`` with every marked block rewritten from the tables in ``figures``."""
-    for name, (csv, make) in BLOCKS.items():
+    blocks = {**{name: (csv, lambda old, make=make, csv=csv: make(pd.read_csv(figures / csv)))
+                 for name, (csv, make) in BLOCKS.items()},
+              "variants-table": ("agent_variants.csv", lambda old: variants_markdown(figures, old))}
+    for name, (csv, make) in blocks.items():
         pattern = re.compile(rf"(<!-- {name}:[^\n]*-->\n)(.*?)(\n\n|\Z)", re.S)
-        if not pattern.search(text) or not (figures / csv).exists():
+        found = pattern.search(text)
+        if not found or not (figures / csv).exists():
             continue
-        body = "\n".join(make(pd.read_csv(figures / csv)))
+        body = "\n".join(make(found.group(2)))
         text = pattern.sub(lambda m: m.group(1) + body + m.group(3), text, count=1)
     return text
 
