@@ -131,6 +131,44 @@ class AttributeInterval:
 WEIGHTS = ("poisson", "exponential")
 
 
+def pigeonhole_weights(factors: Mapping, n_draws: int, rng: np.random.Generator, weights: str = "poisson",
+                       chunk: int = 256) -> np.ndarray:
+    """``n_draws`` rows of Owen's pigeonhole weights, [n_draws, n]: one per sentence and draw.
+
+    Each draw gives every level of every factor an independent weight, Poisson(1) or Exp(1),
+    and a sentence the product of its levels' weights. Draws whose weights are all 0 (possible
+    with Poisson weights and few levels) are redrawn, so every row has a positive sum. Any
+    statistic that resamples the same sentences (two overlap vectors, several seeds) takes the
+    same rows, which pairs them.
+    """
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+    n_draws = int(n_draws)
+    first = next(iter(factors.values()))
+    coded = _factor_codes(factors, len(first))
+    n = len(first)
+
+    def draw(size):
+        return rng.poisson(1.0, size).astype(np.float64) if weights == "poisson" else rng.exponential(1.0, size)
+
+    out = np.empty((n_draws, n))
+    done = 0
+    for _ in range(100 * (n_draws // chunk + 1)):
+        if done == n_draws:
+            break
+        b = min(chunk, n_draws - done)
+        W = np.ones((b, n))
+        for _, codes, L in coded:
+            W *= draw((b, L))[:, codes]
+        ok = W.sum(1) > 0
+        m = int(ok.sum())
+        out[done:done + m] = W[ok]
+        done += m
+    if done < n_draws:
+        raise ValueError("almost every bootstrap draw gave every sentence weight 0: use weights='exponential'")
+    return out
+
+
 def attribute_bootstrap_ci(per_sentence: Any, factors: Mapping, n_boot: int = 2000, seed: int = 0,
                            level: float = 0.95, weights: str = "poisson", chunk: int = 256) -> AttributeInterval:
     """Owen's pigeonhole (multiway) bootstrap percentile interval for the mean of ``per_sentence``.
@@ -138,12 +176,12 @@ def attribute_bootstrap_ci(per_sentence: Any, factors: Mapping, n_boot: int = 20
     ``factors`` maps a factor name to one attribute value per sentence (colour, object, ...);
     missing values (None, NaN, "none", "") form their own level. Each bootstrap draw gives every
     level of every factor an independent weight, Poisson(1) (the resampling analogue) or Exp(1)
-    (never 0); a sentence's weight is the product of its levels' weights, and the statistic is
-    the weighted mean sum(w y) / sum(w). Draws whose weights are all 0 (possible with Poisson
-    weights and few levels) are redrawn. Owen (2007) and Owen & Eckles (2012) show the variance
-    is slightly conservative for crossed random effects, where an iid bootstrap of sentences
-    ignores the variation between levels and under-covers. With few levels per factor (< ~10)
-    every interval for a population of levels is rough.
+    (never 0); a sentence's weight is the product of its levels' weights
+    (:func:`pigeonhole_weights`), and the statistic is the weighted mean sum(w y) / sum(w).
+    Owen (2007) and Owen & Eckles (2012) show the variance is slightly conservative for
+    crossed random effects, where an iid bootstrap of sentences ignores the variation between
+    levels and under-covers. With few levels per factor (< ~10) every interval for a
+    population of levels is rough.
     """
     y = as_scores(per_sentence, "per_sentence")
     n = len(y)
@@ -151,29 +189,9 @@ def attribute_bootstrap_ci(per_sentence: Any, factors: Mapping, n_boot: int = 20
     level = check_level(level)
     if int(n_boot) != n_boot or n_boot < 10:
         raise ValueError(f"n_boot must be an integer >= 10, got {n_boot}")
-    if weights not in WEIGHTS:
-        raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
     rng = streams.rng("analysis", seed)
-
-    def draw(size):
-        return rng.poisson(1.0, size).astype(np.float64) if weights == "poisson" else rng.exponential(1.0, size)
-
-    samples = np.empty(int(n_boot))
-    done = 0
-    for _ in range(100 * (int(n_boot) // chunk + 1)):
-        if done == n_boot:
-            break
-        b = min(chunk, int(n_boot) - done)
-        W = np.ones((b, n))
-        for _, codes, L in coded:
-            W *= draw((b, L))[:, codes]
-        total = W.sum(1)
-        ok = total > 0
-        m = int(ok.sum())
-        samples[done:done + m] = (W[ok] @ y) / total[ok]
-        done += m
-    if done < n_boot:
-        raise ValueError("almost every bootstrap draw gave every sentence weight 0: use weights='exponential'")
+    W = pigeonhole_weights(factors, int(n_boot), rng, weights, chunk)
+    samples = (W @ y) / W.sum(1)
     a = (1 - level) / 2
     return AttributeInterval(float(y.mean()), float(np.quantile(samples, a)), float(np.quantile(samples, 1 - a)),
                              float(samples.std(ddof=1)), f"pigeonhole bootstrap ({weights} weights)", samples,
