@@ -224,3 +224,37 @@ def variant_alignment(summary: pd.DataFrame, ceiling: pd.DataFrame, chance: floa
                bbox_to_anchor=(0.5, 0.0), title="filled: trained, mean ± sd over seeds; hollow: untrained twin",
                title_fontsize=8)
     return fig, (row if new else axes)
+
+
+def effect_intervals(e1: pd.DataFrame, e2: pd.DataFrame, axes: Any = None) -> tuple[plt.Figure, np.ndarray]:
+    """The registered tests with their intervals: E1 (trained minus each seed's own twin, left) and
+    E2 (a decoder minus each comparison space, right), one row each, estimate and 95% interval,
+    grouped by extraction point; a filled marker where the Holm-adjusted p is below 0.05.
+
+    ``e1``, ``e2``: the rows of :func:`alignnb.measure.effects.seed_tests` to draw (columns
+    extraction, model, estimate, ci_low, ci_high, p_holm; E2 also versus).
+    """
+    height = 0.28 * max(len(e1), len(e2)) + 1.6
+    fig, grid, new = new_axes_grid(axes, 1, 2, (13, height))
+    for ax, table, title in ((grid[0, 0], e1, "E1: trained − its own untrained twin"),
+                             (grid[0, 1], e2, "E2: decoder − comparison space")):
+        labels = [f"{r.extraction} · {r.model}" + (f" − {r.versus}" if "versus" in table else "")
+                  for r in table.itertuples()]
+        y = np.arange(len(table))[::-1]
+        for yi, r in zip(y, table.itertuples()):
+            colour = family_color(r.model)
+            ax.plot([r.ci_low, r.ci_high], [yi, yi], color=colour, lw=2)
+            decided = not pd.isna(r.p_holm) and r.p_holm < 0.05
+            ax.plot(r.estimate, yi, "o", color=colour, mfc=colour if decided else "white", ms=6)
+        ax.axvline(0, color="0.4", lw=1, ls="--")
+        ax.set_yticks(y, labels, fontsize=8)
+        ax.set_xlabel("difference in precision@k (95% interval)")
+        ax.set_title(title, fontsize=10)
+        for j in range(1, len(table)):  # a line between extraction points
+            if table["extraction"].iloc[j] != table["extraction"].iloc[j - 1]:
+                ax.axhline(y[j] + 0.5, color="0.85", lw=0.8)
+    if new:
+        fig.text(0.5, -0.01, "filled: Holm-adjusted p < 0.05 in the registered family; open: not decided",
+                 ha="center", fontsize=8)
+        fig.tight_layout()
+    return fig, (grid[0] if new else axes)

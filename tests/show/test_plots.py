@@ -77,6 +77,10 @@ def synthetic_inputs() -> dict:
     d["ceiling"] = pd.DataFrame([{"pair": "seed to seed", "learner_a": lr, "extraction": p, "precision_mean": 0.6,
                                   "precision_sd": np.nan if p == "policy" else 0.03}
                                  for lr in ("transformer", "gru-film-lstm") for p in points])
+    d["e1"] = pd.DataFrame([{"extraction": p, "model": m, "estimate": 0.02 * i - 0.01, "ci_low": 0.02 * i - 0.05,
+                             "ci_high": 0.02 * i + 0.03, "p_holm": 0.01 if i else 0.4}
+                            for p in points for i, m in enumerate(MODELS[1:])])
+    d["e2"] = d["e1"].assign(versus="bag-of-words")
     return d
 
 
@@ -115,6 +119,7 @@ def figure_calls(d: dict) -> dict[str, tuple[Callable, tuple[int, int] | None]]:
         "attribute_shares": (lambda t: plots.attribute_shares(d["shares"], ax=t), None),
         "variant_alignment": (lambda t: plots.variant_alignment(d["variant_summary"], d["ceiling"], 0.1, 5, axes=t),
                               (1, 2)),
+        "effect_intervals": (lambda t: plots.effect_intervals(d["e1"], d["e2"], axes=t), (1, 2)),
     }
 
 
