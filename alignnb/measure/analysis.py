@@ -21,9 +21,9 @@ from alignnb.core.progress import tqdm
 from alignnb.extract.controls import bag_of_words
 from alignnb.extract.embeddings import Embeddings, check_all, check_same_sentences
 from alignnb.extract.models import family_of, get_spec, language_models
-from alignnb.measure import calibration, metrics, nulls
+from alignnb.measure import calibration, inference, metrics, nulls
 from alignnb.measure.checks import usable_ks
-from alignnb.measure.preprocessing import deconfounded_cka, deconfounded_rsa, preprocess
+from alignnb.measure.preprocessing import deconfounded_cka, deconfounded_nulls, deconfounded_rsa, preprocess
 # the agent-variant tables were part of this module: re-exported so ``analysis.variant_table`` keeps working
 from alignnb.measure.variants import (INTERVAL_FACTORS, Variant, agreement_table, ceiling_summary,  # noqa: F401
                                       reference_spaces, variant_markdown, variant_summary, variant_table)
@@ -115,9 +115,11 @@ def layer_sweeps(all_layers: Mapping[tuple[str, str], Embeddings], reference: Em
 
 #: The headline table's columns, in the order of the committed ``figures/alignment_summary.csv``.
 SUMMARY_COLUMNS = ("model", "family", "k", "n", "precision", "chance", "rnx", "rnx_auc", "calibrated", "null_q95",
-                   "p_value", "p_within_level", "p_within_verb", "ci_low", "ci_high", "level_balanced", "ci_low_iid",
-                   "ci_high_iid", "precision_centred", "rnx_centred", "procrustes_disparity", "retrieval_top1",
-                   "procrustes_p", "cka", "cka_p", "cka_biased", "rsa", "cka_deconfounded", "rsa_deconfounded")
+                   "p_value", "null_z", "p_within_level", "p_within_verb", "ci_low", "ci_high", "level_balanced", "ci_low_iid",
+                   "ci_high_iid", "precision_centred", "rnx_centred", "procrustes_disparity", "retrieval_top1", "retrieval_chance",
+                   "procrustes_p", "cka", "cka_p", "cka_biased", "rsa", "cka_deconfounded", "cka_deconfounded_p",
+                   "cka_deconfounded_null_low", "cka_deconfounded_null_high", "rsa_deconfounded", "rsa_deconfounded_p",
+                   "rsa_deconfounded_null_low", "rsa_deconfounded_null_high")
 #: The restricted nulls of the headline: column -> the attribute whose values are the strata.
 RESTRICTED_NULLS = {"p_within_level": "level", "p_within_verb": "verb"}
 
@@ -131,7 +133,8 @@ def summary_table(spaces: Mapping[str, Embeddings], reference: str = "agent", k:
     - k, n, precision (precision@k), chance (k/(n-1)), rnx (R_NX(k), 0 for unrelated spaces),
       rnx_auc (area under R_NX over log k for the usable ks of ``ks_auc``);
     - calibrated ((s - tau)/(1 - tau) clipped at 0, tau the null's critical value), null_q95,
-      p_value (global permutation null, ``n_perm`` draws), p_within_level and p_within_verb
+      p_value (global permutation null, ``n_perm`` draws; at its floor it reads p <= 1/(n_perm + 1)),
+      null_z (the score in sds of that null above its mean: it ranks spaces whose p sit at the floor), p_within_level and p_within_verb
       (restricted nulls: sentences shuffled only within their level / verb);
     - ci_low, ci_high: 95% pigeonhole bootstrap over colour and object values (a crossed
       design); ci_low_iid, ci_high_iid: the naive interval over sentences, for comparison;
@@ -141,8 +144,10 @@ def summary_table(spaces: Mapping[str, Embeddings], reference: str = "agent", k:
       procrustes_disparity, cka (unbiased), cka_biased, rsa), with its permutation p-value
       where it has a ``headline_p`` column (procrustes_p, cka_p; a "rescore" null of
       max(99, n_perm // 5) draws, :meth:`~alignnb.measure.metrics.Metric.null_draws`);
-      retrieval_top1 (cross-validated Procrustes retrieval); cka_deconfounded and
-      rsa_deconfounded (the bag-of-words similarity regressed out, Cui et al. 2022).
+      retrieval_top1 (cross-validated Procrustes retrieval) beside retrieval_chance (its value
+      under a permutation null, exactly 1/|fold| in expectation); cka_deconfounded and
+      rsa_deconfounded (the bag-of-words similarity regressed out, Cui et al. 2022), each with its
+      permutation p and null band (:func:`deconfounded_nulls`).
 
     ``attributes`` (indexed by sentence, with level, verb, color and object) is needed for the
     restricted nulls, the attribute interval and the level-balanced mean.
@@ -169,9 +174,12 @@ def summary_table(spaces: Mapping[str, Embeddings], reference: str = "agent", k:
             if m.headline_p:
                 row[m.headline_p] = nulls.permutation_null(m, ref, B, n_perm=m.null_draws(n_perm, 5, 99),
                                                            seed=seed).p_value
-        row["retrieval_top1"] = metrics.procrustes(ref, B, seed=seed).retrieval_top1
+        fit = metrics.procrustes(ref, B, seed=seed)
+        # with B's rows permuted, the right held-out sentence is a uniform draw among the fold's: 1/|fold| exactly
+        row.update(retrieval_top1=fit.retrieval_top1, retrieval_chance=fit.chance_top1)
         row.update(cka_deconfounded=_or_nan(deconfounded_cka, ref, B, lexical),
                    rsa_deconfounded=_or_nan(deconfounded_rsa, ref, B, lexical))
+        row.update(deconfounded_nulls(ref, B, lexical, n_perm=max(99, n_perm // 5), seed=seed))
         rows.append(row)
     out = pd.DataFrame(rows)
     return out[[c for c in SUMMARY_COLUMNS if c in out] + [c for c in out if c not in SUMMARY_COLUMNS]]
@@ -188,7 +196,7 @@ def _precision_columns(ref: np.ndarray, B: np.ndarray, k: int, n_perm: int, n_bo
         members, metrics.knn_membership(B, kk)).mean(), n, kk) for kk, members in ref_members.items()])
     row = {"k": k, "n": n, "precision": cal.score, "chance": metrics.chance_precision(n, k),
            "rnx": calibration.rnx(cal.score, n, k), "rnx_auc": auc, "calibrated": cal.calibrated,
-           "null_q95": cal.null_q95, "p_value": cal.p_value}
+           "null_q95": cal.null_q95, "p_value": cal.p_value, "null_z": inference.null_z(cal.score, cal.null)}
     if attrs is not None:
         for name, column in RESTRICTED_NULLS.items():
             row[name] = nulls.permutation_null("precision", ref, B, k, n_perm, seed, strata=attrs[column]).p_value
@@ -285,15 +293,16 @@ def headline_lines(summary: pd.DataFrame, conclusions: pd.DataFrame) -> list[str
     """The headline in sentences (markdown bullets): the best language model with its chance
     level, R_NX, calibrated score and attribute interval; each control's score; and the
     comparisons that survive every analysis choice, per metric."""
-    k, n = int(summary["k"].iloc[0]), int(summary["n"].iloc[0])
+    k = int(summary["k"].iloc[0])
     lm_rows = summary[summary["model"].isin(language_models(summary["model"]))]
     best = (lm_rows if len(lm_rows) else summary).sort_values("precision", ascending=False).iloc[0]
     by_model = summary.set_index("model")
-    interval = (f", 95% interval over colours and objects {best['ci_low']:.3f}-{best['ci_high']:.3f}"
-                if "ci_low" in best else "")
-    lines = [f"- Highest precision@{k} of a language model with the agent: **{best['model']}** "
+    over = " (mean over the agent's seeds)" if "precision_sd" in best and not pd.isna(best["precision_sd"]) else ""
+    interval = (f", 95% interval over {'seeds, ' if over else ''}colours and objects "
+                f"{best['ci_low']:.3f}-{best['ci_high']:.3f}" if "ci_low" in best else "")
+    lines = [f"- Highest precision@{k} of a language model with the agent{over}: **{best['model']}** "
              f"({best['precision']:.3f}{interval}; chance {best['chance']:.3f}; R_NX {best['rnx']:.3f}; "
-             f"calibrated {best['calibrated']:.3f})."]
+             f"calibrated {best['calibrated']:.3f}). The highest is picked after the fact: read it with E2 below."]
     for control, role in CONTROL_ROLES.items():
         if control in by_model.index:
             lines.append(f"- Control {control} ({role}): {by_model.loc[control, 'precision']:.3f} "
@@ -316,3 +325,4 @@ def spaces_to_picture(keys: Sequence[str], reference: str = "agent", limit: int 
     preferred = [reference, "agent-replicate", "bag-of-attributes", *language_models(keys)]
     show = [m for m in dict.fromkeys(preferred) if m in keys]
     return (show + [m for m in keys if m not in show])[:limit]
+

@@ -17,8 +17,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.stats import spearmanr
+from scipy.stats import rankdata, spearmanr
 
+from alignnb.measure import nulls
 from alignnb.measure.checks import as_matrix, check_pair
 
 
@@ -109,6 +110,27 @@ def _residualise(y: np.ndarray, x: np.ndarray, name: str) -> np.ndarray:
     return yc - (float(xc @ yc) / sxx) * xc
 
 
+def rsa_residual_ranks(A: Any, B: Any, C: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The average ranks of :func:`deconfounded_rsa`'s two residual vectors, as symmetric [n, n]
+    matrices (upper-triangle entries ranked, mirrored, diagonal 0). Their Pearson correlation over
+    the upper triangle is deconfounded RSA; relabelling B's matrix by a permutation only moves the
+    same ranks, so a permutation null needs no re-ranking."""
+    A, B, C = _check_triple(A, B, C)
+    n = len(A)
+    iu = np.triu_indices(n, 1)
+    sc = _cosine_similarity(C, "C")[iu]
+    out = []
+    for X, name in ((A, "A"), (B, "B")):
+        r = _residualise(_cosine_similarity(X, name)[iu], sc, name)
+        if np.ptp(r) == 0:
+            raise ValueError("a space's similarities are fully explained by the confounder's: deconfounded RSA is "
+                             "undefined")
+        M = np.zeros((n, n))
+        M[iu] = rankdata(r)
+        out.append(M + M.T)
+    return out[0], out[1]
+
+
 def deconfounded_rsa(A: Any, B: Any, C: Any) -> float:
     """RSA of A and B after regressing the confounder C's similarity structure out of each.
 
@@ -160,6 +182,14 @@ def deconfounded_cka(A: Any, B: Any, C: Any, psd: bool = False, diagonal: bool =
 
     Without the regression (b0 = b1 = 0) this is linear CKA. Memory O(n^2).
     """
+    RA, RB = cka_residuals(A, B, C, psd, diagonal)
+    return float((RA * RB).sum() / (np.linalg.norm(RA) * np.linalg.norm(RB)))
+
+
+def cka_residuals(A: Any, B: Any, C: Any, psd: bool = False, diagonal: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The double-centred residual Gram matrices H R_A H and H R_B H of :func:`deconfounded_cka`
+    (steps 1-3 there); dCKA is their normalised inner product. A permutation null relabels
+    R_B's rows and columns together, which keeps it double-centred and its norm fixed."""
     A, B, C = _check_triple(A, B, C)
     KC = _centred_gram(C)
     n = len(KC)
@@ -183,4 +213,40 @@ def deconfounded_cka(A: Any, B: Any, C: Any, psd: bool = False, diagonal: bool =
     na, nb = np.linalg.norm(RA), np.linalg.norm(RB)
     if na == 0 or nb == 0:
         raise ValueError("a space's Gram matrix is fully explained by the confounder's: dCKA is undefined")
-    return float((RA * RB).sum() / (na * nb))
+    return RA, RB
+
+
+def deconfounded_nulls(A: np.ndarray, B: np.ndarray, C: np.ndarray, n_perm: int = 200,
+                       seed: int = 0) -> dict[str, float]:
+    """Permutation nulls of deconfounded CKA and RSA (A and B with the confounder C regressed out):
+    B's residual matrix relabelled by each permutation (rows and columns together), so the
+    confounder's fit is not redone and the same residuals are compared under broken sentence
+    correspondence. Returns, for cka_deconfounded and rsa_deconfounded, the one-sided p (``_p``) and
+    the null's 2.5 / 97.5 percentiles (``_null_low``, ``_null_high``); NaN where the score is undefined."""
+    out = {}
+    iu = np.triu_indices(len(A), 1)
+    try:
+        RA, RB = cka_residuals(A, B, C)
+        norm = float(np.linalg.norm(RA) * np.linalg.norm(RB))
+        res = nulls.permutation_test(lambda p: float((RA * RB[np.ix_(p, p)]).sum()) / norm,
+                                     float((RA * RB).sum()) / norm, len(A), n_perm, seed)
+        out.update(cka_deconfounded_p=float(res.p_value), cka_deconfounded_null_low=float(res.null_low),
+                   cka_deconfounded_null_high=float(res.null_high))
+    except ValueError:
+        out.update(cka_deconfounded_p=np.nan, cka_deconfounded_null_low=np.nan, cka_deconfounded_null_high=np.nan)
+    try:
+        ranks_a, ranks_b = rsa_residual_ranks(A, B, C)
+        a = ranks_a[iu] - ranks_a[iu].mean()
+        a /= np.linalg.norm(a)
+
+        def corr(p: np.ndarray) -> float:
+            b = ranks_b[np.ix_(p, p)][iu]
+            b = b - b.mean()
+            return float(a @ b / np.linalg.norm(b))
+
+        res = nulls.permutation_test(corr, corr(np.arange(len(A))), len(A), n_perm, seed)
+        out.update(rsa_deconfounded_p=float(res.p_value), rsa_deconfounded_null_low=float(res.null_low),
+                   rsa_deconfounded_null_high=float(res.null_high))
+    except ValueError:
+        out.update(rsa_deconfounded_p=np.nan, rsa_deconfounded_null_low=np.nan, rsa_deconfounded_null_high=np.nan)
+    return out
