@@ -28,7 +28,7 @@ from alignnb.measure.preprocessing import HYGIENES, preprocess
 
 #: The subset sizes of the size axis (those below the number of sentences are used).
 SUBSET_SIZES = (36, 50, 100, 200, 300, 400)
-#: The metrics that :func:`robust_conclusions` reads, and each one's zero: a value above it is "above chance".
+#: The metrics whose comparisons between spaces :func:`robust_conclusions` reads.
 CONCLUSION_METRICS = ("precision", "rnx", "calibrated")
 
 
@@ -135,24 +135,53 @@ def _subset_mean(A: np.ndarray, B: np.ndarray, k: int, size: int, draws: int, se
             "rnx": calibration.rnx(p, size, k), "null_q95": np.nan, "calibrated": np.nan}
 
 
-def _above_chance(sub: pd.DataFrame, metric: str) -> pd.Series:
-    if metric == "precision":  # beyond the permutation null where there is one, else twice chance
-        bar = sub["null_q95"].where(sub["null_q95"].notna(), 2 * sub["chance"])
-        return sub["precision"] > bar
-    return sub[metric] > 0
+#: A setting whose chance precision k/(n-1) exceeds this is too small to decide anything: the k
+#: neighbours cover more than a fifth of its sentences (this includes every setting with n <= 2k).
+TOO_SMALL_CHANCE = 0.2
 
 
-def robust_conclusions(sens: pd.DataFrame, summary: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Which comparisons hold in every setting of the sensitivity table, for each metric.
+def repeats_headline(sens: pd.DataFrame, k: int) -> pd.Series:
+    """True for the rows of :func:`sensitivity_table` that repeat the headline setting (k, all
+    sentences, raw vectors, the model's default pooling at its last layer) under another choice's
+    name; the ``k={k}`` row stays as the headline's one representative."""
+    def default_pooling(model: str) -> str:
+        try:
+            return f"{get_spec(model).pooling} (last layer)"
+        except KeyError:
+            return ""
 
-    For each metric of :data:`CONCLUSION_METRICS` and each (choice, setting) where the models
-    have a value: does each language model align with the agent above chance (precision above
-    its null's 95% quantile, R_NX or calibrated score above 0); does every decoder beat every
-    other language model; does each language model beat each control? With ``summary`` (the
-    headline table), also: does each language model beat the global, within-level and
+    pooled = pd.Series([c == "pooling" and st == default_pooling(m) for c, st, m in
+                        zip(sens["choice"], sens["setting"], sens["model"])], index=sens.index)
+    return (((sens["choice"] == "sentences") & (sens["setting"] == "all levels"))
+            | ((sens["choice"] == "hygiene") & (sens["setting"] == "raw"))
+            | ((sens["choice"] == "layer") & (sens["setting"] == "last")) | pooled)
+
+
+def too_small(sens: pd.DataFrame) -> pd.Series:
+    """True for settings too small to decide (:data:`TOO_SMALL_CHANCE`)."""
+    return sens["chance"] > TOO_SMALL_CHANCE
+
+
+def robust_conclusions(sens: pd.DataFrame, summary: pd.DataFrame | None = None, k: int | None = None) -> pd.DataFrame:
+    """Which comparisons hold in every distinct setting of the sensitivity table, for each metric.
+
+    Each distinct setting counts once: the rows that repeat the headline setting under another
+    choice's name are left out (:func:`repeats_headline`; ``k`` is the headline's k, by default the
+    k of the "all levels" rows), and settings too small to decide (:func:`too_small`) are left
+    out and counted in ``too_small``. "Above chance" is a test: precision above its permutation
+    null's 95% quantile (the calibrated score > 0); settings without a null (the N rows) are not
+    counted for it. For each metric of :data:`CONCLUSION_METRICS`: does every decoder beat every
+    other language model, and each language model each control? With ``summary`` (the headline
+    table, one row per model), also: does each language model beat the global, within-level and
     within-verb permutation nulls (p < 0.05)? Columns: comparison, metric, holds_in, settings,
-    survives_every_choice.
+    too_small, survives_every_choice.
     """
+    if k is None:
+        heads = sens[(sens["choice"] == "sentences") & (sens["setting"] == "all levels")]["k"]
+        k = int(heads.iloc[0]) if len(heads) else 15
+    small = too_small(sens)
+    n_small = int(sens.loc[small, ["choice", "setting"]].drop_duplicates().shape[0])
+    sens = sens[~repeats_headline(sens, k) & ~small]
     fam = sens.drop_duplicates("model").set_index("model")["family"]
     lm = [m for m in fam.index if fam[m] in LANGUAGE_FAMILIES]
     controls = [m for m in fam.index if fam[m] == "control"]
@@ -160,18 +189,19 @@ def robust_conclusions(sens: pd.DataFrame, summary: pd.DataFrame | None = None) 
     others = [m for m in lm if fam[m] != "decoder LLM"]
     rows = []
 
-    def record(label: str, metric: str, holds: pd.Series) -> None:
+    def record(label: str, metric: str, holds: pd.Series, smalls: int = n_small) -> None:
         holds = holds.dropna()
         if len(holds):
             rows.append({"comparison": label, "metric": metric, "holds_in": int(holds.sum()), "settings": len(holds),
-                         "survives_every_choice": bool(holds.all())})
+                         "too_small": smalls, "survives_every_choice": bool(holds.all())})
 
+    for m in lm:
+        sub = sens[(sens["model"] == m) & sens["null_q95"].notna()]
+        record(f"{m} aligns with the agent above chance (above its null's 95% quantile)", "precision",
+               sub["precision"] > sub["null_q95"])
     for metric in CONCLUSION_METRICS:
         valid = sens[sens[metric].notna()]
         by = valid.pivot_table(index=["choice", "setting"], columns="model", values=metric, aggfunc="first")
-        for m in lm:
-            sub = valid[valid["model"] == m]
-            record(f"{m} aligns with the agent above chance", metric, _above_chance(sub, metric))
         if decoders and others:
             both = by[[c for c in decoders + others if c in by]].dropna()
             if set(decoders + others) <= set(both.columns):
@@ -186,8 +216,9 @@ def robust_conclusions(sens: pd.DataFrame, summary: pd.DataFrame | None = None) 
         nulls = [col for col in ("p_value", "p_within_level", "p_within_verb") if col in summary]
         for _, r in summary[summary["model"].isin(lm)].iterrows():
             record(f"{r['model']} beats the global, within-level and within-verb nulls (p < 0.05)", "permutation null",
-                   pd.Series([r[c] < 0.05 for c in nulls]))
-    return pd.DataFrame(rows, columns=["comparison", "metric", "holds_in", "settings", "survives_every_choice"])
+                   pd.Series([r[c] < 0.05 for c in nulls]), 0)
+    return pd.DataFrame(rows, columns=["comparison", "metric", "holds_in", "settings", "too_small",
+                                       "survives_every_choice"])
 
 
 # --------------------------------------------------------------------------------------

@@ -107,7 +107,16 @@ def test_layer_sweep_sensitivity_and_conclusions(planted):
     concl = sensitivity.robust_conclusions(sens)
     assert set(concl["metric"]) == {"precision", "rnx", "calibrated"}
     row = concl[(concl["comparison"] == "smollm2-135m > control agent-untrained") & (concl["metric"] == "rnx")].iloc[0]
-    assert row["survives_every_choice"] and row["holds_in"] == row["settings"] >= 10
+    # each distinct setting once: k=3, k=5 and three hygienes; both levels (18 sentences, k=5: chance 0.29)
+    # and the N=20 subsets are too small to decide, the rest repeat the headline setting
+    assert row["survives_every_choice"] and row["holds_in"] == row["settings"] == 5 and row["too_small"] == 3
+    repeats = sens[sensitivity.repeats_headline(sens, 5)]
+    assert set(repeats["choice"]) == {"sentences", "hygiene", "pooling", "layer"}
+    headline = sens[(sens["choice"] == "k") & (sens["setting"] == "k=5")].set_index("model")["precision"]
+    for r in repeats.itertuples():  # a repeat is the very same number as the headline's
+        assert r.precision == pytest.approx(headline[r.model], abs=1e-12), (r.choice, r.setting)
+    above = concl[concl["comparison"].str.contains("above chance")]
+    assert set(above["metric"]) == {"precision"} and (above["settings"] <= 6).all()  # only rows with a null
     summary = pd.DataFrame({"model": ["smollm2-135m"], "p_value": [0.01], "p_within_level": [0.01],
                             "p_within_verb": [0.3]})
     nulls_row = sensitivity.robust_conclusions(sens, summary).query("metric == 'permutation null'").iloc[0]
@@ -217,3 +226,36 @@ def test_tie_table_and_order_free_attribute_shares(planted):
     a = analysis.neighbour_attribute_share(with_bag["bag-of-attributes"], sset.attributes, k=5)
     b = analysis.neighbour_attribute_share(shuffled, sset.attributes, k=5)
     np.testing.assert_allclose(a["share"], b["share"], atol=1e-12)
+
+
+def test_summary_over_seeds_has_a_block_per_seed_and_their_mean(planted):
+    from alignnb.measure import headline
+
+    sset, spaces, _ = planted
+    rng = np.random.default_rng(3)
+    base = spaces["agent"].vectors
+    variants = {}
+    for s in range(3):
+        variants[("transformer", s, "embedding")] = Embeddings("t", sset.sentences,
+                                                               (base + 0.3 * s * rng.normal(size=base.shape)).astype(np.float32))
+        variants[("transformer-untrained", s, "embedding")] = Embeddings("u", sset.sentences,
+                                                                         rng.normal(size=(36, 16)).astype(np.float32))
+    spaces = {**spaces, "agent-replicate": spaces["agent"]}
+    table = headline.summary_over_seeds(spaces, variants, "agent", k=5, n_perm=19, n_boot=50,
+                                        attributes=sset.attributes)
+    assert list(table["seed"].astype(str).unique()) == ["0", "1", "2", "mean"]
+    mean = headline.over_seeds(table).set_index("model")
+    for model in ("smollm2-135m", "agent-untrained", "agent-replicate"):
+        per = table[(table["model"] == model) & (table["seed"].astype(str) != "mean")]["precision"]
+        assert mean.loc[model, "precision"] == pytest.approx(per.mean())
+        assert mean.loc[model, "precision_sd"] == pytest.approx(per.std(ddof=1))
+        assert mean.loc[model, "ci_low"] <= mean.loc[model, "precision"] <= mean.loc[model, "ci_high"]
+        assert mean.loc[model, "p_value"] == table[table["model"] == model]["p_value"].max()
+    # seed s is compared with its own twin and the next seed as the replicate
+    s1 = headline.of_seed(table, 1).set_index("model")
+    own = metrics.precision_at_k(variants[("transformer", 1, "embedding")].vectors,
+                                 variants[("transformer-untrained", 1, "embedding")].vectors, 5)
+    nxt = metrics.precision_at_k(variants[("transformer", 1, "embedding")].vectors,
+                                 variants[("transformer", 2, "embedding")].vectors, 5)
+    assert s1.loc["agent-untrained", "precision"] == pytest.approx(own)
+    assert s1.loc["agent-replicate", "precision"] == pytest.approx(nxt)
