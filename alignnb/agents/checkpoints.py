@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from alignnb.core import cache, paths
+from alignnb.core import cache, paths, streams
 from alignnb.agents.blocks import Vocabulary
 from alignnb.agents.learners import build_agent, config_from_dict
 from alignnb.agents.recipes import RUN_FORMAT as FORMAT_VERSION
@@ -149,3 +149,15 @@ def write_run(path: Path, agent: Agent, metrics: dict[str, Any], history: pd.Dat
     with cache.atomic_file(path / "eval_episodes.csv", "w") as f:
         per_episode.to_csv(f, index=False)
     cache.write_json(path / "meta.json", meta)
+
+
+def random_init(template: str | os.PathLike, init_seed: int, path: str | os.PathLike) -> Path:
+    """An untrained network with ``template``'s configuration and vocabulary, its weights drawn
+    from seed ``init_seed`` of the ``init`` stream (as training draws a seed's ``untrained.pt``),
+    saved at ``path`` (atomically) unless it is there already. Returns ``path``."""
+    path = Path(path)
+    if not path.exists():
+        base = load_agent(template)
+        streams.set_seed(int(init_seed))
+        save_agent(build_agent(base.vocab, base.cfg), path, {"trained": False, "init_seed": int(init_seed)})
+    return path

@@ -174,3 +174,46 @@ def _bot_of(sentences: SentenceSet, probes: points.ProbeSet, data_dir: str | os.
         raise FileNotFoundError("the bot's behavioural embedding is not computed yet: run "
                                 "notebooks/03_extract_embeddings.ipynb with the same study parameters")
     return points.bot_behaviour(sentences.sentences, probes, data_dir, progress=progress)
+
+
+#: Untrained networks drawn per learner for the floor's own spread (E1), from init seeds
+#: :data:`INIT_SEED_BASE` on (far above any agent seed); a quick run draws :data:`QUICK_INITS`.
+RANDOM_INITS, QUICK_INITS, INIT_SEED_BASE = 20, 2, 1_000_000_000
+
+
+def init_seeds(cfg: StudyConfig) -> list[int]:
+    """The init seeds of the random-initialisation distribution of ``cfg``."""
+    count = QUICK_INITS if cfg.quick else RANDOM_INITS
+    return list(range(INIT_SEED_BASE, INIT_SEED_BASE + count))
+
+
+def load_random_inits(cfg: StudyConfig, sentences: SentenceSet, data_dir: str | os.PathLike | None = None,
+                      compute: bool = False, progress: bool = False) -> dict[tuple[str, int, str], Embeddings]:
+    """Every extraction point of :func:`init_seeds` untrained networks of each learner:
+    {("<learner>-init", init seed, extraction): Embeddings}.
+
+    Each is its first agent's architecture and vocabulary with weights drawn from the init seed
+    (:func:`alignnb.agents.checkpoints.random_init`), saved under ``<data>/inits/<run key>/``. Untrained
+    networks are free to draw: they place the trained agents and the seeds' own twins within
+    the spread of the floor. With ``compute`` (notebook 03) missing sets are extracted.
+    """
+    probes = probe_set(cfg)
+    firsts: dict[str, checkpoints.TrainedAgent] = {}
+    for (learner, _), run in load_agents(cfg, data_dir).items():
+        firsts.setdefault(learner, run)
+    out: dict = {}
+    todo = [(learner, run, s) for learner, run in firsts.items() for s in init_seeds(cfg)]
+    for learner, run, s in tqdm(todo, desc="random initialisations", disable=not progress):
+        folder = paths.data_dir(data_dir) / "inits" / run.path.name
+        path = folder / f"init_{s}.pt"
+        if compute:
+            folder.mkdir(parents=True, exist_ok=True)
+            checkpoints.random_init(run.path / "untrained.pt", s, path)
+        elif not path.exists():
+            raise FileNotFoundError(f"the random initialisations are not drawn yet ({path}): run "
+                                    "notebooks/03_extract_embeddings.ipynb with the same study parameters")
+        sets = _variants_of(path, sentences, probes, {"learner": f"{learner}-init", "seed": s, "trained": False},
+                            data_dir, compute, False)
+        out.update({(f"{learner}-init", s, name): emb for name, emb in sets.items()
+                    if np.any(emb.vectors != 0, axis=-1).all()})
+    return out

@@ -259,3 +259,15 @@ def test_eval_episodes_is_its_own_cached_step(small_demos, data_root):
     pd.testing.assert_frame_equal(replayed.episodes, run.episodes)
     with pytest.raises(FileNotFoundError, match="eval_episodes=3"):
         evaluation.evaluated(run, 3, data_root, must_exist=True)
+
+
+def test_random_init_redraws_a_seeds_untrained_twin(small_demos, data_root, tmp_path):
+    """An init drawn from seed s is exactly training's untrained.pt of seed s; another seed differs."""
+    run = train.train_agent(data=small_demos, agent_config=SMALL, train_config=QUICK_RECIPE, seed=0,
+                            data_dir=data_root, final_eval_episodes=6, progress=False)
+    same = checkpoints.load_agent(checkpoints.random_init(run.path / "untrained.pt", 0, tmp_path / "s0.pt"))
+    other = checkpoints.load_agent(checkpoints.random_init(run.path / "untrained.pt", 101, tmp_path / "s101.pt"))
+    twin = dict(run.untrained.named_parameters())
+    assert all(torch.equal(p, twin[n]) for n, p in same.named_parameters())
+    assert any(not torch.equal(p, twin[n]) for n, p in other.named_parameters())
+    assert same.vocab.itos == run.untrained.vocab.itos
