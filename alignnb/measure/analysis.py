@@ -126,7 +126,8 @@ RESTRICTED_NULLS = {"p_within_level": "level", "p_within_verb": "verb"}
 
 def summary_table(spaces: Mapping[str, Embeddings], reference: str = "agent", k: int = 15, n_perm: int = 1000,
                   n_boot: int = 200, seed: int = 0, attributes: pd.DataFrame | None = None,
-                  ks_auc: Sequence[int] = range(1, 51)) -> pd.DataFrame:
+                  ks_auc: Sequence[int] = range(1, 51), whole_space_nulls: bool = True,
+                  members_cache: dict | None = None) -> pd.DataFrame:
     """The headline table: one row per model compared with ``reference``, every number beside its null.
 
     Columns (:data:`SUMMARY_COLUMNS`):
@@ -150,7 +151,11 @@ def summary_table(spaces: Mapping[str, Embeddings], reference: str = "agent", k:
       permutation p and null band (:func:`deconfounded_nulls`).
 
     ``attributes`` (indexed by sentence, with level, verb, color and object) is needed for the
-    restricted nulls, the attribute interval and the level-balanced mean.
+    restricted nulls, the attribute interval and the level-balanced mean. With
+    ``whole_space_nulls`` False the "rescore" nulls (procrustes_p, cka_p and the deconfounded
+    nulls, the slow ones) are left out (NaN). Two restricted nulls whose strata are the same
+    partition of the sentences are one test, computed once. ``members_cache`` (a dict) keeps
+    each compared space's k-NN memberships between calls that share spaces (one per seed).
     """
     keys = check_all(spaces)
     sentences = spaces[reference].sentences
@@ -166,40 +171,59 @@ def summary_table(spaces: Mapping[str, Embeddings], reference: str = "agent", k:
     for key in tqdm([key for key in keys if key != reference], desc="headline table", leave=False):
         B = spaces[key].vectors
         row = {"model": key, "family": family_of(key),
-               **_precision_columns(ref, B, k, n_perm, n_boot, seed, attrs, ref_members)}
+               **_precision_columns(ref, B, k, n_perm, n_boot, seed, attrs, ref_members,
+                                    lambda kk, key=key, B=B: _cached(members_cache, (key, kk), B))}
         centred = metrics.precision_at_k(ref_centred, preprocess(B, "centred"), k)
         row.update(precision_centred=centred, rnx_centred=calibration.rnx(centred, n, k))
         for m in others:
             row[m.headline] = m.value(ref, B, k)
             if m.headline_p:
-                row[m.headline_p] = nulls.permutation_null(m, ref, B, n_perm=m.null_draws(n_perm, 5, 99),
-                                                           seed=seed).p_value
+                row[m.headline_p] = (nulls.permutation_null(m, ref, B, n_perm=m.null_draws(n_perm, 5, 99),
+                                                            seed=seed).p_value if whole_space_nulls else np.nan)
         fit = metrics.procrustes(ref, B, seed=seed)
         # with B's rows permuted, the right held-out sentence is a uniform draw among the fold's: 1/|fold| exactly
         row.update(retrieval_top1=fit.retrieval_top1, retrieval_chance=fit.chance_top1)
         row.update(cka_deconfounded=_or_nan(deconfounded_cka, ref, B, lexical),
                    rsa_deconfounded=_or_nan(deconfounded_rsa, ref, B, lexical))
-        row.update(deconfounded_nulls(ref, B, lexical, n_perm=max(99, n_perm // 5), seed=seed))
+        if whole_space_nulls:
+            row.update(deconfounded_nulls(ref, B, lexical, n_perm=max(99, n_perm // 5), seed=seed))
         rows.append(row)
     out = pd.DataFrame(rows)
     return out[[c for c in SUMMARY_COLUMNS if c in out] + [c for c in out if c not in SUMMARY_COLUMNS]]
 
 
+def _cached(cache: dict | None, key: tuple, B: np.ndarray) -> object:
+    """B's k-NN membership at k = key[1], from ``cache`` when one is given (keyed by the array
+    itself, so that a space swapped per seed, such as the untrained twin, is never mistaken)."""
+    if cache is None:
+        return metrics.knn_membership(B, key[1])
+    slot = (id(B), key[1])
+    if slot not in cache or cache[slot][0] is not B:
+        cache[slot] = (B, metrics.knn_membership(B, key[1]))  # B kept alive: its id stays its own
+    return cache[slot][1]
+
+
 def _precision_columns(ref: np.ndarray, B: np.ndarray, k: int, n_perm: int, n_boot: int, seed: int,
-                       attrs: pd.DataFrame | None, ref_members: Mapping[int, object]) -> dict[str, float]:
+                       attrs: pd.DataFrame | None, ref_members: Mapping[int, object],
+                       b_members: Callable[[int], object]) -> dict[str, float]:
     """The headline's precision@k columns of one space: score, chance, R_NX, calibration, nulls, intervals."""
     n = len(ref)
     cal = calibration.calibrate_precision(ref, B, k, n_perm=n_perm, seed=seed)
     per = metrics.per_sentence_precision(ref, B, k)
     iid = nulls.query_interval(per, n_boot=n_boot, seed=seed)
     auc = calibration.rnx_auc(list(ref_members), [calibration.rnx(metrics.overlap_from_membership(
-        members, metrics.knn_membership(B, kk)).mean(), n, kk) for kk, members in ref_members.items()])
+        members, b_members(kk)).mean(), n, kk) for kk, members in ref_members.items()])
     row = {"k": k, "n": n, "precision": cal.score, "chance": metrics.chance_precision(n, k),
            "rnx": calibration.rnx(cal.score, n, k), "rnx_auc": auc, "calibrated": cal.calibrated,
            "null_q95": cal.null_q95, "p_value": cal.p_value, "null_z": inference.null_z(cal.score, cal.null)}
     if attrs is not None:
+        done: dict[tuple, float] = {}  # a partition already tested (the default levels' verbs are their levels)
         for name, column in RESTRICTED_NULLS.items():
-            row[name] = nulls.permutation_null("precision", ref, B, k, n_perm, seed, strata=attrs[column]).p_value
+            partition = tuple(pd.factorize(attrs[column].astype(str))[0])
+            if partition not in done:
+                done[partition] = nulls.permutation_null("precision", ref, B, k, n_perm, seed,
+                                                         strata=attrs[column]).p_value
+            row[name] = done[partition]
         ci = nulls.attribute_bootstrap_ci(per, {f: attrs[f].to_numpy() for f in INTERVAL_FACTORS},
                                           n_boot=n_boot, seed=seed)
         row.update(ci_low=ci.low, ci_high=ci.high, level_balanced=nulls.level_balanced_mean(per, attrs["level"]))

@@ -229,9 +229,12 @@ def calibrate_precision_layers(A_layers: Any, B_layers: Any, k: int = 15, n_perm
     mb = [knn_membership(X, k, ties) for X in checked[len(A_layers):]]
     LA, LB = len(ma), len(mb)
 
+    relabelled = [[m.relabelled(a, b) for b in mb] for a in ma]  # the engine's fast path, as in prepared_null
+
     def matrix(perm: np.ndarray | None) -> np.ndarray:
-        rel = mb if perm is None else [m.relabel(b, perm) for b in mb]
-        return np.array([[m.compare(a, b) for b in rel] for a in ma], dtype=float).ravel()
+        if perm is None:
+            return np.array([[m.compare(a, b) for b in mb] for a in ma], dtype=float).ravel()
+        return np.array([[score(perm) for score in row] for row in relabelled], dtype=float).ravel()
 
     S0 = matrix(None)
     res = permutation_test(matrix, S0, n, n_perm, seed, strata)

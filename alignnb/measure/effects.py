@@ -54,7 +54,7 @@ E2_COMPARISONS = ("bag-of-words", "tf-idf", "minilm-l6", TWIN)
 #: The blocks of E2's permutation test: sentences with the same colour and object are swapped together.
 BLOCK_FACTORS = ("color", "object")
 #: Bootstrap draws at behaviour (each draw recomputes every agent's neighbours): at most this many.
-BEHAVIOUR_DRAWS = 400
+BEHAVIOUR_DRAWS = 200
 
 E1_COLUMNS = ("family", "learner", "extraction", "model", "metric", "seeds", "trained", "untrained", "estimate",
               "ci_low", "ci_high", "p", "p_sign_flip", "p_holm", "seeds_up", "per_seed", "verdict", "inits",
@@ -131,15 +131,15 @@ def point_overlaps(variants: Mapping[Variant, Embeddings], references: Mapping[s
                    and (untrained, s, extraction) in variants)
     if not seeds:
         raise ValueError(f"no seed of {learner!r} has both a trained and an untrained {extraction!r} space")
-    ref_members = {m: metrics.knn_membership(e.vectors, k) for m, e in references.items()}
+    ref_dense = {m: metrics.knn_membership(e.vectors, k).toarray() for m, e in references.items()}
 
     def overlaps_of(trained_vecs: Sequence[np.ndarray], untrained_vecs: Sequence[np.ndarray]) -> dict:
         out: dict = {}
         for s_i, (tv, uv) in enumerate(zip(trained_vecs, untrained_vecs)):
             mt, mu = metrics.knn_membership(tv, k), metrics.knn_membership(uv, k)
-            for m, mm in ref_members.items():
-                out.setdefault(("trained", m), []).append(metrics.overlap_from_membership(mt, mm))
-                out.setdefault(("untrained", m), []).append(metrics.overlap_from_membership(mu, mm))
+            for m, dense in ref_dense.items():
+                out.setdefault(("trained", m), []).append(metrics.overlap_with_dense(mt, dense))
+                out.setdefault(("untrained", m), []).append(metrics.overlap_with_dense(mu, dense))
             out.setdefault(("trained", TWIN), []).append(metrics.overlap_from_membership(mt, mu))
         return {key: np.stack(v) for key, v in out.items()}
 

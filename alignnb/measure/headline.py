@@ -53,15 +53,18 @@ def summary_over_seeds(spaces: Mapping[str, Embeddings], variants: Mapping[Varia
     In the mean block, ``precision_sd`` is the sd over seeds; ``ci_low``/``ci_high`` are the
     hierarchical bootstrap of the over-seeds mean (seeds resampled, colours and objects by shared
     pigeonhole weights: :func:`alignnb.measure.inference.hierarchical_bootstrap`); the p-value
-    columns hold the largest p over seeds; every other number is the mean over seeds.
+    columns hold the largest p over seeds; every other number is the mean over seeds. The slow
+    "rescore" nulls of the whole-space metrics (procrustes_p, cka_p, the deconfounded nulls) are
+    drawn for the first seed only, so their p in the mean block is that seed's.
     """
     seeds = sorted(s for (ln, s, x) in variants if ln == learner and x == extraction)
     if not seeds:
         raise ValueError(f"no {learner!r} variant at {extraction!r}: cannot build the headline over seeds")
-    tables, per_sentence = [], {}
+    tables, per_sentence, cache = [], {}, {}
     for s in seeds:
         sp = seed_spaces(spaces, variants, s, seeds, learner, extraction)
-        table = summary_table(sp, reference, k, n_perm=n_perm, n_boot=n_boot, seed=seed, attributes=attributes)
+        table = summary_table(sp, reference, k, n_perm=n_perm, n_boot=n_boot, seed=seed, attributes=attributes,
+                              whole_space_nulls=s == seeds[0], members_cache=cache)
         tables.append(table.assign(seed=s))
         for m in table["model"]:
             per_sentence.setdefault(m, []).append(metrics.per_sentence_precision(sp[reference].vectors,

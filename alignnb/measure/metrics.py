@@ -46,7 +46,8 @@ import numpy as np
 from alignnb.measure.checks import as_matrix, check_k, check_pair, row_norms, unit_rows  # noqa: F401
 from alignnb.measure.neighbours import (TIE_TOLERANCE, TIES, chance_precision, cosine_blocks, knn_indices,  # noqa: F401
                                         knn_membership, overlap_from_knn, overlap_from_membership,
-                                        per_sentence_precision, precision_at_k, relabel_membership)
+                                        per_sentence_precision, precision_at_k, relabel_membership,
+                                        overlap_with_dense, relabelled_overlap)
 from alignnb.measure.procrustes import (ProcrustesResult, disparity_of_coordinates, principal_coordinates,  # noqa: F401
                                         procrustes, procrustes_disparity, procrustes_map)
 from alignnb.measure.similarity import (centred_gram, cka, cka_unbiased, rsa, unbiased_cka_of_grams,  # noqa: F401
@@ -104,6 +105,8 @@ class Metric:
     headline_p: str | None = None  # the column of its permutation p-value there, if it has one
     definition: Callable[[Any, Any, int], float] | None = None  # the plain function (None: score via prepare)
     null: str = "rescore"  # one of NULL_KINDS
+    # optional fast path of a null: relabelled(pa, pb) is a function perm -> compare(pa, relabel(pb, perm))
+    relabelled: Callable[[Any, Any], Callable[[np.ndarray], float]] | None = None
 
     def __post_init__(self) -> None:
         if self.null not in NULL_KINDS:
@@ -151,7 +154,7 @@ _precision.__doc__ = precision_at_k.__doc__
 METRICS: dict[str, Metric] = {m.name: m for m in [
     Metric("precision", "precision@{k}", lambda X, k: knn_membership(X, k), _mean_overlap, relabel_membership,
            uses_k=True, per_sentence=overlap_from_membership, headline="precision", headline_p="p_value",
-           definition=_precision, null="relabel"),
+           definition=_precision, null="relabel", relabelled=relabelled_overlap),
     Metric("cka", "linear CKA", _same, cka, _rows, headline="cka_biased", definition=_ignore_k(cka)),
     Metric("cka_unbiased", "unbiased linear CKA", lambda X, k: centred_gram(X), unbiased_cka_of_grams,
            _rows_and_columns, headline="cka", headline_p="cka_p", definition=_ignore_k(cka_unbiased)),

@@ -14,7 +14,7 @@ without ties this is exactly the definition above. The bound on k is
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -160,6 +160,52 @@ def overlap_from_membership(ma: sparse.spmatrix, mb: sparse.spmatrix) -> np.ndar
 def relabel_membership(m: sparse.spmatrix, perm: np.ndarray) -> sparse.csr_matrix:
     """Membership of the space whose row i is the original row ``perm[i]`` (B' = B[perm])."""
     return m[perm][:, perm]
+
+
+#: Up to this many sentences a permutation null may hold one dense [n, n] membership (200 MB at 5,000).
+DENSE_LIMIT = 5000
+
+
+def relabelled_overlap(ma: sparse.spmatrix, mb: sparse.spmatrix) -> Callable[[np.ndarray], float]:
+    """A function ``score(perm)`` equal to ``overlap_from_membership(ma, relabel_membership(mb, perm)).mean()``.
+
+    For permutation nulls: A's membership is made dense once, and each call gathers B's stored
+    entries under the relabelling (row i of B' is row perm[i] of B, its column c moves to
+    inv[c]) instead of building the relabelled sparse matrix; O(n k) per call. Above
+    :data:`DENSE_LIMIT` sentences (where a dense [n, n] copy would cost too much memory) it
+    relabels the sparse matrix instead.
+    """
+    n = ma.shape[0]
+    if n > DENSE_LIMIT:
+        return lambda perm: float(overlap_from_membership(ma, relabel_membership(mb, perm)).mean())
+    dense = ma.toarray()
+    k = round(float(ma.sum()) / n)
+    mb = sparse.csr_matrix(mb)
+    indptr, indices, data = mb.indptr, mb.indices, mb.data
+    lengths = np.diff(indptr)
+    rows_all = np.arange(n)
+
+    def score(perm: np.ndarray) -> float:
+        perm = np.asarray(perm)
+        inv = np.empty(n, dtype=np.int64)
+        inv[perm] = rows_all
+        counts = lengths[perm]
+        ends = np.cumsum(counts)
+        src = np.repeat(indptr[perm] - (ends - counts), counts) + np.arange(ends[-1])
+        rows = np.repeat(rows_all, counts)
+        return float(np.minimum(dense[rows, inv[indices[src]]], data[src]).sum() / (n * k))
+
+    return score
+
+
+def overlap_with_dense(ma: sparse.spmatrix, dense_b: np.ndarray) -> np.ndarray:
+    """:func:`overlap_from_membership` of ``ma`` against a membership given as a dense [n, n] array
+    (``mb.toarray()``, made once when one space is compared with many): sum_j min(M_A, M_B) / k."""
+    ma = sparse.csr_matrix(ma)
+    n = ma.shape[0]
+    k = round(float(ma.data.sum()) / n)
+    rows = np.repeat(np.arange(n), np.diff(ma.indptr))
+    return np.bincount(rows, weights=np.minimum(ma.data, dense_b[rows, ma.indices]), minlength=n) / k
 
 
 def per_sentence_precision(A: Any, B: Any, k: int = 15, ties: str = "fractional") -> np.ndarray:

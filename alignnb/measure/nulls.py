@@ -173,10 +173,18 @@ def prepared_null(metric: str | Metric, pa: Any, pb: Any, n: int, n_perm: int = 
         if not isinstance(pb, list) or len(pa) != len(pb):
             raise ValueError("pa and pb must both be single prepared spaces or lists of the same length")
         observed = [float(m.compare(a, b)) for a, b in zip(pa, pb)]
-        return permutation_test(lambda perm: [m.compare(a, m.relabel(b, perm)) for a, b in zip(pa, pb)], observed,
+        scores = [_relabelled(m, a, b) for a, b in zip(pa, pb)]
+        return permutation_test(lambda perm: [score(perm) for score in scores], observed,
                                 n, n_perm, seed, strata, m.higher_is_better)
-    return permutation_test(lambda perm: m.compare(pa, m.relabel(pb, perm)), float(m.compare(pa, pb)), n, n_perm,
-                            seed, strata, m.higher_is_better)
+    return permutation_test(_relabelled(m, pa, pb), float(m.compare(pa, pb)), n, n_perm, seed, strata,
+                            m.higher_is_better)
+
+
+def _relabelled(m: Metric, pa: Any, pb: Any) -> Callable[[np.ndarray], float]:
+    """perm -> the metric of pa against pb relabelled by perm (the metric's fast path if it has one)."""
+    if m.relabelled is not None:
+        return m.relabelled(pa, pb)
+    return lambda perm: m.compare(pa, m.relabel(pb, perm))
 
 
 def permutation_null(metric: str | Metric, A: Any, B: Any, k: int = 15, n_perm: int = 1000, seed: int = 0,

@@ -207,7 +207,10 @@ def sweep_summary(run_dirs: Mapping[Any, Path], name: str) -> pd.DataFrame:
             for _, r in pd.read_csv(fig / "agent_success.csv").iterrows():
                 rows.append({name: value, "quantity": f"success {r['level']}", "value": r["success_rate"]})
         if (fig / "alignment_summary.csv").exists():
-            for _, r in pd.read_csv(fig / "alignment_summary.csv").iterrows():
+            table = pd.read_csv(fig / "alignment_summary.csv")
+            if "seed" in table:  # the mean over the agent's seeds (a table of one seed has no such block)
+                table = table[table["seed"].astype(str) == "mean"]
+            for _, r in table.iterrows():
                 k = "k" if name == "k" else int(r["k"])  # a sweep over k compares each model across k
                 rows.append({name: value, "quantity": f"precision@{k} agent vs {r['model']}", "value": r["precision"]})
     long = pd.DataFrame(rows)

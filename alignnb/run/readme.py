@@ -60,14 +60,47 @@ def training_markdown(table: pd.DataFrame) -> list[str]:
 
 
 def results_markdown(summary: pd.DataFrame) -> list[str]:
-    """The alignment summary (``alignment_summary.csv``, k = 15) as the README's results table."""
-    lines = ["| model | family | precision@15 | chance | R_NX | calibrated | 95% CI (colours × objects) | "
-             "p: global / level / verb | centred | Procrustes (p) | CKA (p) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for _, s in summary.iterrows():
-        lines.append(f"| {s['model']} | {s['family']} | {_f(s['precision'])} | {_f(s['chance'])} | {_f(s['rnx'])} | "
-                     f"{_f(s['calibrated'])} | {_f(s['ci_low'])} to {_f(s['ci_high'])} | {_f(s['p_value'])} / "
-                     f"{_f(s['p_within_level'])} / {_f(s['p_within_verb'])} | {_f(s['precision_centred'])} | "
-                     f"{_f(s['procrustes_disparity'])} ({_f(s['procrustes_p'])}) | {_f(s['cka'])} ({_f(s['cka_p'])}) |")
+    """The alignment summary (``alignment_summary.csv``, k = 15) as the README's results table: the
+    mean-over-seeds rows, with each seed's precision beside them."""
+    from alignnb.measure import headline
+
+    mean = headline.over_seeds(summary)
+    per_seed = summary[summary["seed"].astype(str) != "mean"] if "seed" in summary else summary.iloc[0:0]
+    lines = ["| model | family | precision@15 (mean ± sd over seeds) | per seed | chance | R_NX | calibrated | "
+             "95% CI (seeds, colours × objects) | largest p over seeds: global / level / verb | null z | centred | "
+             "Procrustes (p) | CKA (p) |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for _, s in mean.iterrows():
+        seeds = per_seed[per_seed["model"] == s["model"]]["precision"]
+        sd = f" ± {_f(s['precision_sd'])}" if "precision_sd" in s and not pd.isna(s["precision_sd"]) else ""
+        lines.append(f"| {s['model']} | {s['family']} | {_f(s['precision'])}{sd} | {' '.join(_f(v) for v in seeds)} | "
+                     f"{_f(s['chance'])} | {_f(s['rnx'])} | {_f(s['calibrated'])} | {_f(s['ci_low'])} to "
+                     f"{_f(s['ci_high'])} | {_f(s['p_value'])} / {_f(s['p_within_level'])} / {_f(s['p_within_verb'])} | "
+                     f"{s['null_z']:.1f} | {_f(s['precision_centred'])} | {_f(s['procrustes_disparity'])} "
+                     f"({_f(s['procrustes_p'])}) | {_f(s['cka'])} ({_f(s['cka_p'])}) |")
+    return lines
+
+
+def training_effect_markdown(table: pd.DataFrame) -> list[str]:
+    """E1's registered rows (``training_effect.csv``)."""
+    from alignnb.measure import verdicts
+
+    return verdicts.training_effect_markdown(table)
+
+
+def model_contrast_markdown(table: pd.DataFrame) -> list[str]:
+    """E2's registered rows (``model_contrasts.csv``)."""
+    from alignnb.measure import verdicts
+
+    return verdicts.model_contrast_markdown(table)
+
+
+def conclusions_markdown(table: pd.DataFrame) -> list[str]:
+    """``robust_conclusions.csv``: each comparison, how many distinct settings it holds in."""
+    lines = ["| comparison | metric | holds in | of distinct settings | too small (left out) | every setting |",
+             "|---|---|---|---|---|---|"]
+    for _, r in table.iterrows():
+        lines.append(f"| {r['comparison']} | {r['metric']} | {int(r['holds_in'])} | {int(r['settings'])} | "
+                     f"{int(r['too_small'])} | {'yes' if r['survives_every_choice'] else 'no'} |")
     return lines
 
 
@@ -77,6 +110,9 @@ BLOCKS: dict[str, tuple[str, Callable[[pd.DataFrame], list[str]]]] = {
     "interval-table": ("agent_success.csv", interval_markdown),
     "training-table": ("agent_training.csv", training_markdown),
     "results-table": ("alignment_summary.csv", results_markdown),
+    "training-effect-table": ("training_effect.csv", training_effect_markdown),
+    "model-contrast-table": ("model_contrasts.csv", model_contrast_markdown),
+    "conclusions-table": ("robust_conclusions.csv", conclusions_markdown),
 }
 
 

@@ -251,6 +251,9 @@ def test_summary_over_seeds_has_a_block_per_seed_and_their_mean(planted):
         assert mean.loc[model, "precision_sd"] == pytest.approx(per.std(ddof=1))
         assert mean.loc[model, "ci_low"] <= mean.loc[model, "precision"] <= mean.loc[model, "ci_high"]
         assert mean.loc[model, "p_value"] == table[table["model"] == model]["p_value"].max()
+    # the slow whole-space nulls are drawn for the first seed only, and the mean block shows its p
+    assert headline.of_seed(table, 1)["cka_p"].isna().all()
+    assert (mean["cka_p"].to_numpy() == headline.of_seed(table, 0).set_index("model").loc[mean.index, "cka_p"]).all()
     # seed s is compared with its own twin and the next seed as the replicate
     s1 = headline.of_seed(table, 1).set_index("model")
     own = metrics.precision_at_k(variants[("transformer", 1, "embedding")].vectors,

@@ -247,3 +247,26 @@ def test_precision_is_scale_free_up_to_the_largest_floats():
     big = A.astype(np.float64) * 1e200
     assert metrics.precision_at_k(big, B.astype(np.float64), 10) == pytest.approx(base, abs=1e-3)
     assert metrics.precision_at_k(A, A * np.float32(1e-30), 10) == 1.0
+
+
+def test_the_fast_relabelled_overlap_equals_relabelling_the_membership():
+    """The permutation engine's fast path for precision@k gives the relabelled sparse matrix's score,
+    with and without tied neighbours."""
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(80, 6))
+    for B in (rng.normal(size=(80, 5)), rng.integers(0, 2, size=(80, 4)).astype(float) + 0.01):  # ties in the 2nd
+        ma, mb = metrics.knn_membership(A, 7), metrics.knn_membership(B, 7)
+        fast = metrics.relabelled_overlap(ma, mb)
+        for _ in range(20):
+            perm = rng.permutation(80)
+            slow = metrics.overlap_from_membership(ma, metrics.relabel_membership(mb, perm)).mean()
+            assert fast(perm) == pytest.approx(slow, abs=1e-12)
+        assert fast(np.arange(80)) == pytest.approx(metrics.precision_at_k(A, B, 7), abs=1e-12)
+
+
+def test_overlap_with_a_dense_membership_equals_the_sparse_one():
+    rng = np.random.default_rng(1)
+    A, B = rng.normal(size=(50, 4)), rng.integers(0, 2, size=(50, 3)).astype(float) + 0.01
+    ma, mb = metrics.knn_membership(A, 6), metrics.knn_membership(B, 6)
+    for x, y in ((ma, mb), (mb, ma)):
+        assert metrics.overlap_with_dense(x, y.toarray()) == pytest.approx(metrics.overlap_from_membership(x, y))

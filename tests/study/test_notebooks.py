@@ -72,12 +72,18 @@ def test_quick_run_of_the_whole_study(quick_run):
     figures = {p.name for p in (run_dir / "figures").iterdir()}
     for name in ("agent_learning_curves", "agent_success", "agent_rollouts", "agent_action_confusion",
                  "embedding_sanity", "precision_heatmap", "precision_vs_k", "precision_vs_n", "layer_sweep",
-                 "neighbour_attributes", "spaces_pca", "procrustes_agent_vs_lm", "explorer_default_selection"):
+                 "neighbour_attributes", "spaces_pca", "procrustes_agent_vs_lm", "explorer_default_selection",
+                 "effect_intervals"):
         assert {f"{name}.png", f"{name}.pdf"} <= figures, name
     for table in ("alignment_summary", "sensitivity", "robust_conclusions", "precision_matrix", "paper_comparison",
-                  "precision_vs_n"):
+                  "precision_vs_n", "training_effect", "model_contrasts"):
         assert f"{table}.csv" in figures, table
     summary = pd.read_csv(run_dir / "figures" / "alignment_summary.csv")
+    assert set(summary["seed"].astype(str)) == {"0", "1", "mean"}  # the quick run's two agent seeds and their mean
+    e1 = pd.read_csv(run_dir / "figures" / "training_effect.csv")
+    registered = e1[e1["p_holm"].notna()]
+    assert set(registered["extraction"]) == {"embedding", "film", "behaviour"} and (registered["seeds"] == 2).all()
+    assert (registered["inits"] == 2).all()  # the quick run's random initialisations
     contract = ["model", "family", "k", "n", "precision", "chance", "rnx", "calibrated", "ci_low", "ci_high",
                 "null_q95", "p_value", "precision_centred", "rnx_centred", "procrustes_disparity", "procrustes_p",
                 "retrieval_top1", "cka", "cka_p"]

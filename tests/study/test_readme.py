@@ -5,43 +5,87 @@ from __future__ import annotations
 import re
 
 import pandas as pd
+import pytest
 
 from alignnb.core import paths
 
 #: Each column of the README's results table and the alignment_summary.csv columns its numbers come from, in order.
 SHOWN = {
-    "precision@15": ["precision"], "chance": ["chance"], "R_NX": ["rnx"], "calibrated": ["calibrated"],
-    "95% CI (colours × objects)": ["ci_low", "ci_high"], "p: global / level / verb": ["p_value", "p_within_level",
-                                                                                     "p_within_verb"],
+    "precision@15 (mean ± sd over seeds)": ["precision", "precision_sd"], "chance": ["chance"], "R_NX": ["rnx"],
+    "calibrated": ["calibrated"], "95% CI (seeds, colours × objects)": ["ci_low", "ci_high"],
+    "largest p over seeds: global / level / verb": ["p_value", "p_within_level", "p_within_verb"],
     "centred": ["precision_centred"], "Procrustes (p)": ["procrustes_disparity", "procrustes_p"],
     "CKA (p)": ["cka", "cka_p"],
 }
 
 
-def _readme_results() -> pd.DataFrame:
+def _block(marker: str) -> pd.DataFrame:
     text = (paths.REPO_ROOT / "README.md").read_text()
-    block = text.split("<!-- results-table:", 1)[1].split("\n\n", 1)[0]
+    block = text.split(f"<!-- {marker}:", 1)[1].split("\n\n", 1)[0]
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in block.splitlines()[1:]
             if line.startswith("|") and not line.startswith("|---")]
     return pd.DataFrame(rows[1:], columns=rows[0])
 
 
 def _numbers(cell: str) -> list[float]:
-    return [float(x) for x in re.findall(r"-?\d+\.\d+", cell)]
+    return [float(x) for x in re.findall(r"[-+]?\d+\.\d+", cell)]
 
 
-def test_readme_results_table_matches_alignment_summary():
-    shown = _readme_results()
+def _close(value: float, stored: float, what) -> None:
+    assert abs(value - stored) <= 0.00051, (what, value, stored)  # 3 decimals shown, 4 stored: both rounded
+
+
+def test_readme_results_table_is_the_mean_over_seeds_of_alignment_summary():
+    shown = _block("results-table")
     summary = pd.read_csv(paths.REPO_ROOT / "figures" / "alignment_summary.csv")
-    assert list(shown["model"]) == list(summary["model"]) and (summary["k"] == 15).all()
-    assert list(shown.columns) == ["model", "family", *SHOWN]
-    for (_, r), (_, s) in zip(shown.iterrows(), summary.iterrows()):
+    mean = summary[summary["seed"].astype(str) == "mean"]
+    seeds = summary[summary["seed"].astype(str) != "mean"]
+    assert list(shown["model"]) == list(mean["model"]) and (summary["k"] == 15).all()
+    assert list(shown.columns) == ["model", "family", "precision@15 (mean ± sd over seeds)", "per seed", "chance",
+                                   "R_NX", "calibrated", "95% CI (seeds, colours × objects)",
+                                   "largest p over seeds: global / level / verb", "null z", "centred",
+                                   "Procrustes (p)", "CKA (p)"]
+    for (_, r), (_, s) in zip(shown.iterrows(), mean.iterrows()):
         assert r["family"] == s["family"]
         for column, sources in SHOWN.items():
             values = _numbers(r[column])
             assert len(values) == len(sources), (s["model"], column, r[column])
-            for value, source in zip(values, sources):  # 3 decimals shown, 4 stored: both rounded
-                assert abs(value - s[source]) <= 0.00051, (s["model"], source, value, s[source])
+            for value, source in zip(values, sources):
+                _close(value, s[source], (s["model"], source))
+        own = seeds[seeds["model"] == s["model"]]["precision"].to_numpy()
+        assert _numbers(r["per seed"]) == pytest.approx(own, abs=0.00051)
+        assert own.mean() == pytest.approx(s["precision"], abs=1e-9)
+
+
+@pytest.mark.parametrize("marker, csv, key", [("training-effect-table", "training_effect.csv", ["extraction", "model"]),
+                                              ("model-contrast-table", "model_contrasts.csv", ["extraction", "model", "versus"])])
+def test_readme_registered_tests_match_their_tables(marker, csv, key):
+    shown = _block(marker)
+    table = pd.read_csv(paths.REPO_ROOT / "figures" / csv)
+    registered = table[table["p_holm"].notna()]
+    assert len(shown) == len(registered) > 0
+    for (_, r), (_, t) in zip(shown.iterrows(), registered.iterrows()):
+        assert r["verdict"] == t["verdict"]
+        _close(_numbers(r["p (Holm)"])[0], t["p_holm"], (csv, "p_holm"))
+        low, high = _numbers(r["95% interval"])
+        _close(low, t["ci_low"], (csv, "ci_low"))
+        _close(high, t["ci_high"], (csv, "ci_high"))
+        estimate = _numbers(r["Δ (trained − twin)"] if "Δ (trained − twin)" in r else r["difference"])[0]
+        _close(estimate, t["estimate"], (csv, "estimate"))
+
+
+def test_registered_verdicts_follow_from_their_p_values():
+    """A verdict says 'decided' exactly when the Holm-adjusted p is below 0.05, in the estimate's direction."""
+    for csv in ("training_effect.csv", "model_contrasts.csv"):
+        table = pd.read_csv(paths.REPO_ROOT / "figures" / csv)
+        for _, t in table.iterrows():
+            if pd.isna(t["p_holm"]):
+                assert t["verdict"] == "exploratory"
+            elif t["p_holm"] < 0.05:
+                assert ("higher" in t["verdict"]) == (t["estimate"] > 0), t.to_dict()
+                assert t["ci_low"] > 0 or t["ci_high"] < 0 or csv == "model_contrasts.csv", t.to_dict()
+            else:
+                assert t["verdict"] == "not decided"
 
 
 def test_readme_success_rates_match_agent_success():
