@@ -58,9 +58,9 @@ BEHAVIOUR_DRAWS = 200
 
 E1_COLUMNS = ("family", "learner", "extraction", "model", "metric", "seeds", "trained", "untrained", "estimate",
               "ci_low", "ci_high", "p", "p_sign_flip", "p_holm", "seeds_up", "per_seed", "verdict", "inits",
-              "init_mean", "init_low", "init_high", "inits_below_trained")
+              "init_mean", "init_low", "init_high", "inits_below_trained", "interval_excludes_zero")
 E2_COLUMNS = ("family", "learner", "extraction", "model", "versus", "seeds", "model_score", "versus_score",
-              "estimate", "ci_low", "ci_high", "p", "p_holm", "seeds_up", "per_seed", "verdict")
+              "estimate", "ci_low", "ci_high", "p", "p_holm", "seeds_up", "per_seed", "verdict", "interval_excludes_zero")
 
 
 @dataclass
@@ -322,6 +322,10 @@ def seed_tests(variants: Mapping[Variant, Embeddings], references: Mapping[str, 
     initialisations) and ``inits_below_trained`` (the share of initialisations below the trained
     mean). E2 columns :data:`E2_COLUMNS`. Verdicts: "higher after training" / "lower after training"
     (E1), "<model> higher" / "<model> lower" (E2), "not decided", or "exploratory".
+    ``interval_excludes_zero`` (both tables) was added after the first results were seen and is
+    not part of the registered verdict: E2's permutation test swaps spaces within blocks for the
+    seeds at hand (it holds them fixed), while the interval also resamples seeds, so a decided E2
+    row whose interval contains 0 holds for these agents, not necessarily for other seeds.
     """
     first = next(iter(variants.values()))
     inf = inference_draws(attributes, first.sentences, n_boot, n_perm, seed)
@@ -351,7 +355,7 @@ def seed_tests(variants: Mapping[Variant, Embeddings], references: Mapping[str, 
             e1 += whole_space_effect_rows(variants, references, learner, extraction, lms, n_boot, seed)
         e2 += model_contrast_rows(po, contrasts, inf)
     t1 = pd.DataFrame(e1, columns=[c for c in E1_COLUMNS if c not in ("p_holm", "verdict")])
-    t1 = t1.astype({c: float for c in ("init_mean", "init_low", "init_high", "inits_below_trained")})
+    t1 = t1.astype({c: float for c in ("init_mean", "init_low", "init_high", "inits_below_trained", "interval_excludes_zero")})
     t2 = pd.DataFrame(e2, columns=[c for c in E2_COLUMNS if c not in ("p_holm", "verdict")])
     registered1 = pd.Series([_registered(r.learner, r.extraction) and r.metric.startswith("precision")
                              for r in t1.itertuples()], index=t1.index, dtype=bool)
@@ -360,4 +364,6 @@ def seed_tests(variants: Mapping[Variant, Embeddings], references: Mapping[str, 
                             dtype=bool)
     t2 = _apply_holm(t2, registered2, "higher", "lower")
     t2["verdict"] = [v if v not in ("higher", "lower") else f"{m} {v}" for v, m in zip(t2["verdict"], t2["model"])]
+    for t in (t1, t2):  # added after the first results: E2's permutation test holds the seeds fixed, the interval not
+        t["interval_excludes_zero"] = (t["ci_low"] > 0) | (t["ci_high"] < 0)
     return SeedTests(t1[list(E1_COLUMNS)], t2[list(E2_COLUMNS)], kept)

@@ -30,13 +30,13 @@ def model_contrast_markdown(table: pd.DataFrame, registered_only: bool = True) -
     """E2 as a markdown table (the README's): one row per point, decoder and comparison space."""
     rows = table[table["p_holm"].notna()] if registered_only else table
     lines = ["| point | decoder | versus | decoder's score | versus's score | difference | 95% interval | p | "
-             "p (Holm) | seeds up | verdict |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "p (Holm) | seeds up | verdict | interval excludes 0 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows.itertuples():
         holm = "" if np.isnan(r.p_holm) else f"{r.p_holm:.3f}"
         lines.append(f"| {r.extraction} | {r.model} | {r.versus} | {r.model_score:.3f} | {r.versus_score:.3f} | "
                      f"{r.estimate:+.3f} | {r.ci_low:+.3f} to {r.ci_high:+.3f} | {r.p:.4f} | {holm} | "
-                     f"{r.seeds_up} of {r.seeds} | {r.verdict} |")
+                     f"{r.seeds_up} of {r.seeds} | {r.verdict} | {'yes' if r.interval_excludes_zero else 'no'} |")
     return lines
 
 
@@ -53,7 +53,9 @@ def verdict_lines(training_effect: pd.DataFrame, model_contrasts: pd.DataFrame) 
         for point, g in reg.groupby("extraction", sort=False):
             decided = g[g["p_holm"] < ALPHA]
             said = "; ".join(f"{r.model}{' vs ' + r.versus if name == 'E2' else ''} {r.estimate:+.3f} "
-                             f"[{r.ci_low:+.3f}, {r.ci_high:+.3f}], Holm p {r.p_holm:.3f}" for r in decided.itertuples())
+                             f"[{r.ci_low:+.3f}, {r.ci_high:+.3f}], Holm p {r.p_holm:.3f}"
+                             + ("" if r.interval_excludes_zero else " (interval contains 0)")
+                             for r in decided.itertuples())
             lines.append(f"- **{name} at `{point}`** ({what}): {len(decided)} of {len(g)} decided"
                          + (f": {said}" if said else "") + ".")
     return lines
