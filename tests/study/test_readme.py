@@ -54,7 +54,7 @@ def test_readme_results_table_is_the_mean_over_seeds_of_alignment_summary():
                 _close(value, s[source], (s["model"], source))
         own = seeds[seeds["model"] == s["model"]]["precision"].to_numpy()
         assert _numbers(r["per seed"]) == pytest.approx(own, abs=0.00051)
-        assert own.mean() == pytest.approx(s["precision"], abs=1e-9)
+        assert own.mean() == pytest.approx(s["precision"], abs=1e-4)  # both stored with 4 decimals
 
 
 @pytest.mark.parametrize("marker, csv, key", [("training-effect-table", "training_effect.csv", ["extraction", "model"]),
