@@ -24,8 +24,12 @@ first table:
 - **correction** Holm over each family (E1: points × language models; E2: points × decoders ×
   comparisons), at 0.05.
 
-Everything else (the second learner, the other points, CKA and Procrustes) is computed the same
-way and labelled exploratory: its p is not corrected and its verdict is not a finding.
+Everything else (the second learner, the other points, CKA and Procrustes) is labelled
+exploratory: its p is not corrected and its verdict is not a finding. CKA and Procrustes have no
+per-sentence decomposition, so their intervals resample seeds only. E1's bootstrap p is not a
+seed-level test: with 5 seeds, resampling seeds under-covers, and the exact sign-flip p beside it
+(at least 2/32) is what the seeds alone support. Behaviour rows use at most
+:data:`BEHAVIOUR_DRAWS` draws, so their bootstrap p cannot go below 1/200.
 """
 
 from __future__ import annotations
@@ -145,7 +149,7 @@ def point_overlaps(variants: Mapping[Variant, Embeddings], references: Mapping[s
 
     T = [variants[(learner, s, extraction)] for s in seeds]
     U = [variants[(untrained, s, extraction)] for s in seeds]
-    for e in [*T, *U]:
+    for e in [*T, *U, *references.values()]:
         check_same_sentences(T[0], e)
     result = PointOverlaps(learner, extraction, seeds, overlaps_of([e.vectors for e in T], [e.vectors for e in U]))
     if probe_draws is not None:
@@ -221,7 +225,7 @@ def training_effect_rows(po: PointOverlaps, models: Sequence[str], inf: Inferenc
 
 def whole_space_effect_rows(variants: Mapping[Variant, Embeddings], references: Mapping[str, Embeddings],
                             learner: str, extraction: str, models: Sequence[str], n_boot: int,
-                            seed: int = 0) -> list[dict]:
+                            seed: int = 0, k: int = 15) -> list[dict]:
     """E1 for the whole-space metrics (unbiased linear CKA, Procrustes disparity): per seed, the
     trained agent's score minus its own twin's; a bootstrap over seeds and the exact sign-flip p."""
     untrained = f"{learner}-untrained"
@@ -240,7 +244,7 @@ def whole_space_effect_rows(variants: Mapping[Variant, Embeddings], references: 
             draws = counts @ per_seed / len(seeds)
             low, high = inference.percentile_interval(draws)
             rows.append({"family": family_of(m), "learner": learner, "extraction": extraction, "model": m,
-                         "metric": metric.display(15), "seeds": len(seeds), "trained": float(t.mean()),
+                         "metric": metric.display(k), "seeds": len(seeds), "trained": float(t.mean()),
                          "untrained": float(u.mean()), "estimate": float(per_seed.mean()), "ci_low": low,
                          "ci_high": high, "p": inference.bootstrap_p(draws),
                          "p_sign_flip": inference.sign_flip_test(per_seed), "seeds_up": int((per_seed > 0).sum()),
@@ -272,6 +276,8 @@ def _place_in_inits(rows: list[dict], inits: Mapping[Variant, Embeddings], refer
     spaces = [e for (ln, _, x), e in inits.items() if ln == f"{learner}-init" and x == extraction]
     if not spaces:
         return
+    for e in spaces:
+        check_same_sentences(references[rows[0]["model"]], e)
     members = [metrics.knn_membership(e.vectors, k) for e in spaces]
     for row in rows:
         mm = metrics.knn_membership(references[row["model"]].vectors, k)
@@ -327,6 +333,8 @@ def seed_tests(variants: Mapping[Variant, Embeddings], references: Mapping[str, 
     seeds at hand (it holds them fixed), while the interval also resamples seeds, so a decided E2
     row whose interval contains 0 holds for these agents, not necessarily for other seeds.
     """
+    if not variants:
+        raise ValueError("seed_tests needs agent variants (notebook 03 extracts them)")
     first = next(iter(variants.values()))
     inf = inference_draws(attributes, first.sentences, n_boot, n_perm, seed)
     trained_learners = list(dict.fromkeys(ln for (ln, _, _) in variants if not ln.endswith("-untrained")))
@@ -352,7 +360,7 @@ def seed_tests(variants: Mapping[Variant, Embeddings], references: Mapping[str, 
             _place_in_inits(rows, inits, references, learner, extraction, k)
         e1 += rows
         if _registered(learner, extraction):
-            e1 += whole_space_effect_rows(variants, references, learner, extraction, lms, n_boot, seed)
+            e1 += whole_space_effect_rows(variants, references, learner, extraction, lms, n_boot, seed, k)
         e2 += model_contrast_rows(po, contrasts, inf)
     t1 = pd.DataFrame(e1, columns=[c for c in E1_COLUMNS if c not in ("p_holm", "verdict")])
     t1 = t1.astype({c: float for c in ("init_mean", "init_low", "init_high", "inits_below_trained", "interval_excludes_zero")})

@@ -37,7 +37,10 @@ def seed_spaces(spaces: Mapping[str, Embeddings], variants: Mapping[Variant, Emb
         swaps[f"{agent}-replicate"] = (learner, order[(order.index(seed) + 1) % len(order)])
     out = dict(spaces)
     for name, (ln, s) in swaps.items():
-        if name in spaces and (ln, s, extraction) in variants:
+        if name in spaces and (ln, s, extraction) not in variants:
+            raise ValueError(f"seed {seed}: no {ln!r} variant of seed {s} at {extraction!r} for {name!r}; "
+                             "run notebook 03 with the same study parameters")
+        if name in spaces:
             e = variants[(ln, s, extraction)]
             out[name] = Embeddings(name, e.sentences, e.vectors, {**(spaces[name].meta or {}), "seed": s})
     return out

@@ -152,9 +152,13 @@ def repeats_headline(sens: pd.DataFrame, k: int) -> pd.Series:
 
     pooled = pd.Series([c == "pooling" and st == default_pooling(m) for c, st, m in
                         zip(sens["choice"], sens["setting"], sens["model"])], index=sens.index)
-    return (((sens["choice"] == "sentences") & (sens["setting"] == "all levels"))
-            | ((sens["choice"] == "hygiene") & (sens["setting"] == "raw"))
-            | ((sens["choice"] == "layer") & (sens["setting"] == "last")) | pooled)
+    repeats = (((sens["choice"] == "sentences") & (sens["setting"] == "all levels"))
+               | ((sens["choice"] == "hygiene") & (sens["setting"] == "raw"))
+               | ((sens["choice"] == "layer") & (sens["setting"] == "last")) | pooled)
+    # a model without its k={k} row keeps its "all levels" row as the headline's representative
+    kept = set(sens.loc[(sens["choice"] == "k") & (sens["setting"] == f"k={k}"), "model"])
+    keep_all_levels = (sens["choice"] == "sentences") & (sens["setting"] == "all levels") & ~sens["model"].isin(kept)
+    return repeats & ~keep_all_levels
 
 
 def too_small(sens: pd.DataFrame) -> pd.Series:

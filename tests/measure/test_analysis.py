@@ -262,3 +262,24 @@ def test_summary_over_seeds_has_a_block_per_seed_and_their_mean(planted):
                                  variants[("transformer", 2, "embedding")].vectors, 5)
     assert s1.loc["agent-untrained", "precision"] == pytest.approx(own)
     assert s1.loc["agent-replicate", "precision"] == pytest.approx(nxt)
+
+
+def test_headline_setting_is_counted_once_even_without_its_k_row(planted):
+    sset, spaces, layers = planted
+    others = {k: v for k, v in spaces.items() if k != "agent"}
+    sens = sensitivity.sensitivity_table(spaces["agent"], others, {}, sset.levels, k=5, ks=(3,), n_perm=19,
+                                         subset_sizes=(), draws=2)
+    # no k=5 row: the "all levels" row stays the headline's one representative
+    kept = sens[~sensitivity.repeats_headline(sens, 5)]
+    assert ((kept["choice"] == "sentences") & (kept["setting"] == "all levels")).sum() == len(others)
+    assert not ((kept["choice"] == "hygiene") & (kept["setting"] == "raw")).any()
+
+
+def test_a_seed_without_its_twin_is_an_error_not_another_seeds_twin(planted):
+    from alignnb.measure import headline
+
+    sset, spaces, _ = planted
+    variants = {("transformer", s, "embedding"): spaces["agent"] for s in (0, 1)}
+    variants[("transformer-untrained", 0, "embedding")] = spaces["agent-untrained"]
+    with pytest.raises(ValueError, match="seed 1"):
+        headline.seed_spaces(spaces, variants, 1, [0, 1])
