@@ -121,6 +121,12 @@ def reweigh_probes(vectors: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return (vectors.reshape(n, P, dims // P) * np.sqrt(counts)[None, :, None]).reshape(n, dims)
 
 
+def paired_seeds(variants: Mapping[Variant, Embeddings], learner: str, extraction: str) -> list[int]:
+    """The seeds of ``learner`` with both a trained and an untrained space at ``extraction``, sorted."""
+    return sorted(s for (ln, s, x) in variants if ln == learner and x == extraction
+                  and (f"{learner}-untrained", s, extraction) in variants)
+
+
 def point_overlaps(variants: Mapping[Variant, Embeddings], references: Mapping[str, Embeddings], learner: str,
                    extraction: str, k: int, probe_draws: np.ndarray | None = None,
                    progress: bool = False) -> PointOverlaps:
@@ -131,8 +137,7 @@ def point_overlaps(variants: Mapping[Variant, Embeddings], references: Mapping[s
     (:func:`probe_weights`); the trained and untrained spaces are recomputed under each.
     """
     untrained = f"{learner}-untrained"
-    seeds = sorted(s for (ln, s, x) in variants if ln == learner and x == extraction
-                   and (untrained, s, extraction) in variants)
+    seeds = paired_seeds(variants, learner, extraction)
     if not seeds:
         raise ValueError(f"no seed of {learner!r} has both a trained and an untrained {extraction!r} space")
     ref_dense = {m: metrics.knn_membership(e.vectors, k).toarray() for m, e in references.items()}
@@ -229,8 +234,7 @@ def whole_space_effect_rows(variants: Mapping[Variant, Embeddings], references: 
     """E1 for the whole-space metrics (unbiased linear CKA, Procrustes disparity): per seed, the
     trained agent's score minus its own twin's; a bootstrap over seeds and the exact sign-flip p."""
     untrained = f"{learner}-untrained"
-    seeds = sorted(s for (ln, s, x) in variants if ln == learner and x == extraction
-                   and (untrained, s, extraction) in variants)
+    seeds = paired_seeds(variants, learner, extraction)
     rng = streams.rng("analysis", seed, 26)
     rows = []
     for name in ("cka_unbiased", "procrustes_disparity"):
