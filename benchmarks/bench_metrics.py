@@ -99,7 +99,9 @@ def main(ns=(1000, 10_000, 50_000), ds=(1024, 4096), k: int = 15) -> None:
             index = measure("alignnb-index", n, d, k)
             dense_need = 4 * n * n * 4  # similarity + argsort + two masks, float32/int64-ish
             dense = measure("dense", n, d, k) if dense_need < 0.6 * total else None
-            f = lambda v, w=8, p=2: f"{v:{w}.{p}f}" if v is not None else f"{'n/a':>{w}s}"
+            def f(v, w=8, p=2):
+                return f"{v:{w}.{p}f}" if v is not None else f"{'n/a':>{w}s}"
+
             ratio = ours[0] / floor[0] if (ours and floor) else None
             frac_idx = ours[0] / index[0] if (ours and index) else None
             if ours and index:  # random data have no exact ties, but a few rows have two similarities

@@ -86,7 +86,7 @@ def load_agent(path: str | os.PathLike, vocab: Vocabulary | None = None,
                                 "or alignnb.agents.train.train_agent(...)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain values only: no code
-        ckpt["config"], ckpt["vocab"], ckpt["state_dict"]  # noqa: B018  (a checkpoint of this format)
+        ckpt["config"], ckpt["vocab"], ckpt["state_dict"]  # a checkpoint of this format has these keys
     except (RuntimeError, EOFError, KeyError, TypeError, OSError, pickle.UnpicklingError) as exc:
         raise cache.CorruptCache(path, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
                               f"Delete its run folder (rm -r {path.parent}) and rerun notebooks/02_train_agent.ipynb "

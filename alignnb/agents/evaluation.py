@@ -66,7 +66,7 @@ def play(agent: Any, levels: list[str], episodes: int, seed: int,
 
     The one computation of a final evaluation: a finishing run and this step both call it.
     """
-    from alignnb.agents.rollouts import evaluate  # noqa: PLC0415  (torch: only when playing)
+    from alignnb.agents.rollouts import evaluate  # torch: only when playing
 
     greedy, per_episode = evaluate(agent, levels, episodes, seed=seed, greedy=True, progress=progress)
     sampled, _ = evaluate(agent, levels, episodes, seed=seed, greedy=False, progress=progress)

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from alignnb.agents.recipes import AgentConfig  # noqa: F401  (re-exported)
+from alignnb.agents.recipes import AgentConfig  # re-exported
 from alignnb.agents.blocks import (N_ACTIONS, N_COLORS, N_OBJECTS, N_STATES, START_ACTION, FiLM, InstructionEmbeddings, Vocabulary,
                                     cell_values, count_parameters, masked_mean, previous_action, state_previous)  # noqa: F401  (re-exported)
 

@@ -114,7 +114,7 @@ def _collect_chunk(level: str, base_seed: int, start: int, stop: int) -> dict[st
         seed = streams.layout_seed("demos", base_seed, level, index)
         try:
             ep = run_bot_episode(env, seed)
-        except Exception as exc:  # noqa: BLE001 - re-raised with context
+        except Exception as exc:  # re-raised with context
             raise DemoCollectionError(
                 f"the bot failed on level {level}, episode {index}, seed {seed}: "
                 f"{type(exc).__name__}: {exc}"

@@ -223,7 +223,7 @@ def file_lock(path: str | os.PathLike, waiting: str = "") -> Iterator[None]:
     second waits for the first and then finds its result. ``waiting`` is printed if it has to
     wait. The lock is ``filelock``'s (an ``fcntl.flock`` on Unix; the file stays in place).
     """
-    import filelock  # noqa: PLC0415  (here, so that importing this module stays light)
+    import filelock  # here, so that importing this module stays light
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

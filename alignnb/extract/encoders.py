@@ -47,7 +47,7 @@ from alignnb.extract import points, weights
 from alignnb.extract.controls import bag_of_words, tfidf
 from alignnb.extract.embeddings import Embeddings
 from alignnb.extract.models import LAYER_NAMES, ModelSpec, ModelUnavailable, check_layer, get_spec  # noqa: F401
-from alignnb.extract.weights import weights_identity  # noqa: F401  (re-exported: part of every embedding key)
+from alignnb.extract.weights import weights_identity  # re-exported: part of every embedding key
 
 FORMAT_VERSION = 1
 #: The symbolic and lexical control spaces, by the ``location`` of their spec.

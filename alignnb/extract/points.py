@@ -241,7 +241,7 @@ def _load_npz(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
 
 def bot_instruction(sentence: str):
     """minigrid's instruction object for a one-clause BabyAI mission (GoTo, Pickup, Open, PutNext)."""
-    from minigrid.envs.babyai.core.verifier import GoToInstr, ObjDesc, OpenInstr, PickupInstr, PutNextInstr  # noqa: PLC0415
+    from minigrid.envs.babyai.core.verifier import GoToInstr, ObjDesc, OpenInstr, PickupInstr, PutNextInstr
 
     a = parse_instruction(sentence)
     if a["n_clauses"] != 1:
@@ -260,7 +260,7 @@ def bot_instruction(sentence: str):
 def bot_first_action(env, sentence: str) -> int:
     """The bot's first action in ``env``'s current state under ``sentence`` (index into
     :data:`BOT_OUTCOMES`); 7 when an object the sentence names is not in the layout."""
-    from minigrid.utils.baby_ai_bot import BabyAIBot  # noqa: PLC0415
+    from minigrid.utils.baby_ai_bot import BabyAIBot
 
     instr = bot_instruction(sentence)
     instr.reset_verifier(env)

@@ -188,7 +188,7 @@ def quantize_q4_0(weights: Any) -> np.ndarray:
     if not np.isfinite(x).all():
         raise ValueError("weights have NaN or infinite values")
     # gguf-py's reference implementation (bit-identical to the rule above, tests/test_lexical.py)
-    from gguf import GGMLQuantizationType, quants  # noqa: PLC0415  (gguf is imported only to round weights)
+    from gguf import GGMLQuantizationType, quants  # gguf is imported only to round weights
 
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
         out = quants.dequantize(quants.quantize(x, GGMLQuantizationType.Q4_0), GGMLQuantizationType.Q4_0)

@@ -72,7 +72,7 @@ def dashboard_notebook(cfg: StudyConfig, data_dir: str | os.PathLike | None = No
                        folder: str | os.PathLike | None = None) -> Path:
     """Notebook 05 with the parameters of ``cfg`` injected (interactive, figures kept out of
     ``figures/``), without the reading-group cells; returns its path. Nothing is executed."""
-    from alignnb.run.notebooks import notebook_inputs, notebook_parameters, run_name  # noqa: PLC0415
+    from alignnb.run.notebooks import notebook_inputs, notebook_parameters, run_name
 
     source = paths.notebooks_dir() / DASHBOARD_NOTEBOOK
     name = run_name(cfg.quick, {"profile": cfg.profile} if cfg.profile != StudyConfig().profile else {})

@@ -152,8 +152,10 @@ class Explorer:
     def neighbours_html_table(self) -> str:
         df = self.neighbours()
         a, b = df.columns[1], df.columns[3]
-        cell = lambda text, hit: (f'<td style="background:#FDE2C8">{html.escape(text)}</td>' if hit
-                                  else f"<td>{html.escape(text)}</td>")
+        def cell(text: str, hit: bool) -> str:
+            return (f'<td style="background:#FDE2C8">{html.escape(text)}</td>' if hit
+                    else f"<td>{html.escape(text)}</td>")
+
         rows = "".join(f"<tr><td>{r['rank']}</td>{cell(r[a], r[f'shared_{a}'])}{cell(r[b], r[f'shared_{b}'])}</tr>"
                        for _, r in df.iterrows())
         n_shared = int(df[f"shared_{a}"].sum())
