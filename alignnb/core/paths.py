@@ -46,6 +46,11 @@ def runs_dir() -> Path:
     return (REPO_ROOT if _in_repo() else Path.cwd()) / "runs"
 
 
+def results_dir() -> Path:
+    """The committed executed notebooks of the last full run (``<repo>/results``, alignnb.run.results)."""
+    return REPO_ROOT / "results"
+
+
 def notebooks_dir() -> Path:
     """The folder of the numbered study notebooks."""
     return REPO_ROOT / "notebooks"

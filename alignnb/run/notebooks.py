@@ -4,8 +4,9 @@
 before the first notebook starts, so a bad parameter fails in a second. Each notebook receives
 the parameters it declares plus the whole configuration (``study``) and the run's engine
 (``engine``, ``engine_address``). A full default run (no --quick, no -p) writes figures to
-``figures/`` and executed notebooks to ``runs/default/``; any other run writes both under its
-own folder ``runs/<name>/``, so it never overwrites the figures that the README shows.
+``figures/`` and executed notebooks to ``runs/default/``, then publishes clean copies of those
+notebooks to the committed ``results/`` (:mod:`alignnb.run.results`); any other run writes both
+under its own folder ``runs/<name>/``, so it never overwrites what the repository records.
 :func:`run_sweep` reruns the notebooks once per value of one parameter.
 """
 
@@ -26,6 +27,7 @@ from traitlets import default
 
 from alignnb.core import cache, paths
 from alignnb.core import progress as progress_bars
+from alignnb.run import results
 from alignnb.run.engines import ENGINES
 from alignnb.run.settings import StudyConfig
 
@@ -173,6 +175,10 @@ def run_notebooks(
                      kernel_name, timeout, progress)
             if path.name.startswith("01"):
                 cfg.check_sentence_count(data_dir)  # before any agent is trained
+    if not figures and only is None and notebooks is None:  # the full default run: the repository's record
+        published = results.publish(run_dir)
+        print(f"[alignnb] {len(published)} executed notebooks published to {published[0].parent} "
+              "(committed; what GitHub and `make book` show)", flush=True)
     return run_dir
 
 

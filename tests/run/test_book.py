@@ -1,32 +1,32 @@
-"""The rendered book (alignnb.run.book): built from a tiny fake run in seconds, and from a quick study run."""
+"""The rendered book (alignnb.run.book): from a tiny fake run, from the committed results/ and from a quick run."""
 
 from __future__ import annotations
 
 import base64
 import io
-import re
-import shutil
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import nbformat
 import pytest
 
-from alignnb.run.book import build_book, check_book, widget_text
+from alignnb.core import paths
+from alignnb.run.book import build_book, widget_text
 
 README = """# fakestudy: a tiny study
 
 Intro text that is not on the front page.
 
+<!-- book: results start -->
 ## Results (profile `offline`, the default)
 
 The agents align with the models at RESULTS-TEXT-0.42.
 
 ![the x figure](figures/x.png)
 
-See [the architecture](docs/architecture.md), [the first notebook](notebooks/01_first.ipynb),
-[a folder](benchmarks/) and [a paper](https://arxiv.org/abs/2601.22948).
+See [a paper](https://arxiv.org/abs/2601.22948).
 
+<!-- book: results end -->
 ## Models and profiles
 
 OTHER-SECTION-TEXT
@@ -68,9 +68,6 @@ def _fake_study(root: Path) -> tuple[Path, Path, Path]:
     readme = root / "repo" / "README.md"
     readme.write_text(README, encoding="utf-8")
     (figures / "x.png").write_bytes(base64.b64decode(_png()))
-    (root / "repo" / "docs").mkdir()
-    (root / "repo" / "docs" / "architecture.md").write_text("# Architecture\n", encoding="utf-8")
-    (root / "repo" / "benchmarks").mkdir()
     return run, readme, figures
 
 
@@ -86,13 +83,9 @@ def test_front_page_is_the_readme_results(fake_book):
     index = (fake_book / "index.html").read_text(encoding="utf-8")
     assert "fakestudy: a tiny study" in index and "RESULTS-TEXT-0.42" in index
     assert "OTHER-SECTION-TEXT" not in index and "Intro text" not in index
-    assert "01_first.html" in index and "02_second.html" in index  # the contents
-    assert re.search(r'href="01_first.html"[^>]*>(<span[^>]*>)?the first notebook', index)  # link to its page
-    assert 'href="benchmarks/' not in index and "a folder" in index  # a folder: its text only
+    assert 'href="01_first.html"' in index and 'href="02_second.html"' in index  # the contents
     assert "https://arxiv.org/abs/2601.22948" in index
-    downloads = list((fake_book / "_downloads").rglob("architecture.md"))
-    assert len(downloads) == 1 and re.search(r'href="_downloads/[^"]*architecture.md"', index)
-    assert (fake_book / "_images" / "x.png").is_file()
+    assert (fake_book / "_images" / "x.png").is_file() and 'src="_images/x.png"' in index
 
 
 def test_every_notebook_has_a_page_with_its_outputs(fake_book):
@@ -103,16 +96,17 @@ def test_every_notebook_has_a_page_with_its_outputs(fake_book):
     assert "cdn.jsdelivr" not in first
 
 
-def test_check_book_passes_and_fails(fake_book, tmp_path):
-    assert check_book(fake_book) == []
-    site = Path(shutil.copytree(fake_book, tmp_path / "site"))
-    (site / "_images" / "x.png").unlink()
-    page = site / "02_second.html"
-    page.write_text(page.read_text(encoding="utf-8").replace("</body>", '<a href="gone.html#top">x</a></body>'),
-                    encoding="utf-8")
-    (site / "01_first.html").unlink()
-    problems = "\n".join(check_book(site))
-    assert "x.png" in problems and "gone.html#top" in problems and "01_first.ipynb" in problems
+def test_a_missing_image_or_an_unknown_link_fails_the_build(tmp_path):
+    run, readme, figures = _fake_study(tmp_path)
+    (figures / "x.png").unlink()
+    with pytest.raises(RuntimeError, match=r"image file not readable: figures/x.png"):
+        build_book(run, tmp_path / "out", readme=readme, repo_figures=figures, progress=False)
+    (figures / "x.png").write_bytes(base64.b64decode(_png()))
+    nb = nbformat.read(run / "02_second.ipynb", as_version=4)
+    nb.cells[0].source += "\n\nSee [the gone page](gone.md)."
+    nbformat.write(nb, run / "02_second.ipynb")
+    with pytest.raises(RuntimeError, match=r"gone\.md"):
+        build_book(run, tmp_path / "out", readme=readme, repo_figures=figures, progress=False)
 
 
 def test_bad_runs_say_what_to_do(tmp_path):
@@ -136,10 +130,20 @@ def test_widget_text_reads_a_saved_progress_bar():
     assert widget_text("missing", state) is None
 
 
+def test_book_of_the_committed_results(tmp_path):
+    """What `make book` does in a fresh clone: the committed results/, README and figures/, no run."""
+    committed = paths.study_notebooks(paths.results_dir())
+    assert [p.name for p in committed] == [p.name for p in paths.study_notebooks()], "results/ lacks a notebook"
+    site = build_book(out_dir=tmp_path / "book", progress=False)
+    for notebook in committed:
+        assert (site / f"{notebook.stem}.html").is_file(), notebook.name
+    index = (site / "index.html").read_text(encoding="utf-8")
+    assert "Results (profile" in index and "Models and profiles" not in index
+
+
 @pytest.mark.slow
 def test_book_of_a_quick_run(quick_run, tmp_path):
-    site = build_book(quick_run, tmp_path / "book", repo_figures=quick_run / "figures", progress=False)
+    site = build_book(quick_run, tmp_path / "book", progress=False)
     for notebook in sorted(Path(quick_run).glob("[0-9][0-9]_*.ipynb")):
         assert (site / f"{notebook.stem}.html").is_file(), notebook.name
-    assert check_book(site) == []
     assert "Results (profile" in (site / "index.html").read_text(encoding="utf-8")

@@ -48,6 +48,7 @@ def test_runner_rejects_unknown_parameters(tmp_path):
 @pytest.mark.slow
 def test_quick_run_of_notebook_01(data_root, tmp_path, capfd):
     before = sorted(p.name for p in paths.figures_dir().glob("*"))
+    published = {p.name: p.stat().st_mtime_ns for p in paths.results_dir().glob("*")}
     # its own cache folder, so it collects (other tests may have cached the quick study's demos)
     fresh = tmp_path / "data"
     run_dir = notebooks.run_notebooks({"data_dir": str(fresh)}, quick=True, output=tmp_path / "run", only=["01"],
@@ -62,6 +63,7 @@ def test_quick_run_of_notebook_01(data_root, tmp_path, capfd):
     assert "instruction_inventory.csv" in figures
     assert (run_dir / "01_collect_demos.ipynb").exists()
     assert sorted(p.name for p in paths.figures_dir().glob("*")) == before  # committed figures untouched
+    assert {p.name: p.stat().st_mtime_ns for p in paths.results_dir().glob("*")} == published  # and results/
     assert any((fresh / "demos").iterdir())
 
 
