@@ -49,6 +49,10 @@ class Engine:
         """GPUs the engine can give a task (0 for the local engines)."""
         return 0.0
 
+    def at_once(self, cpus: Sequence[int]) -> int | None:
+        """How many of tasks needing ``cpus`` threads each run at the same time (None: not known here)."""
+        return min(1, len(cpus))
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -70,6 +74,7 @@ class InProcess(Engine):
 
 
 _REPORTS = None  # in a worker: the queue its progress goes to
+STARTED = -1  # the step a worker reports when it starts a task
 
 
 def _init_worker(parent: int, reports: Any) -> None:
@@ -94,6 +99,8 @@ def _init_worker(parent: int, reports: Any) -> None:
 def _in_worker(fn: Callable[[Any, Report], Any], task: Any, index: int) -> Any:
     reports = _REPORTS
     report = None if reports is None else (lambda step, total: reports.put((index, step, total)))
+    if reports is not None:
+        reports.put((index, STARTED, 0))  # the task has a worker now: its bar's clock starts
     return fn(task, report)
 
 
@@ -115,6 +122,9 @@ class Processes(Engine):
             return self.workers
         return max(1, min(len(cpus), cpu_budget() // max(cpus, default=1)))
 
+    def at_once(self, cpus: Sequence[int]) -> int | None:
+        return min(len(cpus), self.workers_for(cpus))
+
     def map(self, fn, tasks, *, cpus=None, gpus=None, labels=None, totals=None, desc="tasks", progress=True):
         tasks = list(tasks)
         cpus = list(cpus) if cpus else [1] * len(tasks)
@@ -126,15 +136,21 @@ class Processes(Engine):
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                  initargs=(os.getpid(), reports)) as pool:
             futures = [pool.submit(_in_worker, fn, task, i) for i, task in enumerate(tasks)]
+            names = [labels[i] if labels else f"{desc} {i + 1}/{len(tasks)}" for i in range(len(tasks))]
+            # a task waiting for a free worker says so; its bar's clock starts when the task does
             bars = [tqdm(total=totals[i] if totals else 1, unit="step", position=i, disable=not progress,
-                         desc=labels[i] if labels else f"{desc} {i + 1}/{len(tasks)}") for i in range(len(tasks))]
+                         desc=f"{names[i]} (queued)") for i in range(len(tasks))]
             try:
                 while reports is not None and not all(f.done() for f in futures):
                     try:
                         i, step, _ = reports.get(timeout=1.0)
                     except queue.Empty:
                         continue
-                    bars[i].update(step - bars[i].n)
+                    if step == STARTED:
+                        bars[i].set_description_str(names[i], refresh=False)
+                        bars[i].reset(bars[i].total)
+                    else:
+                        bars[i].update(step - bars[i].n)
                 return [f.result() for f in futures]  # a worker's error is raised here
             finally:
                 for bar in bars:

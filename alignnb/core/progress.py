@@ -52,6 +52,15 @@ class tqdm(_auto_tqdm):  # noqa: N801 (the name every module already uses)
             with open(self._relay_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(state) + "\n")
 
+    def reset(self, total: float | None = None) -> None:
+        super().reset(total)  # also restarts the bar's clock
+        self._relay(force=True)
+
+    def set_description_str(self, desc: str | None = None, refresh: bool = True) -> None:
+        super().set_description_str(desc, refresh)
+        if hasattr(self, "_relay_path"):
+            self._relay(force=True)
+
     def update(self, n: float | None = 1) -> bool | None:
         shown = super().update(n)
         self._relay()
@@ -87,6 +96,9 @@ def _follow(path: str, stop: threading.Event, stream: Any) -> None:
                 if bar is None:
                     bar = bars[state["id"]] = _text_tqdm(total=state["total"], desc=state["desc"], unit=state["unit"],
                                                          file=stream, mininterval=0, dynamic_ncols=True)
+                elif state["desc"] != bar.desc or state["n"] < bar.n:  # renamed or reset: the clock restarts
+                    bar.set_description_str(state["desc"], refresh=False)
+                    bar.reset(state["total"])
                 bar.total = state["total"]
                 bar.n = state["n"]
                 bar.refresh()

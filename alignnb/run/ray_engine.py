@@ -84,7 +84,7 @@ def shutdown() -> None:
 def _as_completed(refs: Mapping[Any, Any], desc: str, unit: str, progress: bool) -> Iterator[tuple[Any, Any]]:
     """(ref, its label) of each task of ``refs`` {ref: label} as it finishes, with one progress bar."""
     ray = require_ray()
-    from alignnb.core.progress import tqdm  # noqa: PLC0415
+    from alignnb.core.progress import tqdm
 
     with tqdm(total=len(refs), desc=desc, unit=unit, disable=not progress) as bar:
         pending = list(refs)
@@ -144,6 +144,13 @@ class RayEngine(Engine):
         ray = require_ray()
         connect(self.address, self.num_cpus)
         return float(ray.cluster_resources().get("GPU", 0))
+
+    def at_once(self, cpus: Sequence[int]) -> int | None:
+        """As many as the cluster's CPUs hold now (None before this process has joined it)."""
+        ray = require_ray()
+        if not cpus or not ray.is_initialized():
+            return None
+        return max(1, min(len(cpus), int(ray.cluster_resources().get("CPU", 0) // max(cpus))))
 
     def map(self, fn, tasks, *, cpus=None, gpus=None, labels=None, totals=None, desc="tasks", progress=True):
         ray = require_ray()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
+from alignnb.core import engines
 from alignnb.core.engines import Engine, InProcess, Processes
 from alignnb.run.engines import make_engine
 
@@ -15,6 +17,14 @@ def square(x: int, report=None) -> int:
     if report is not None:
         report(1, 1)
     return x * x
+
+
+def nap(seconds: float, report=None) -> float:
+    """A task that takes ``seconds`` and reports one step."""
+    time.sleep(seconds)
+    if report is not None:
+        report(1, 1)
+    return seconds
 
 
 def fail_on_three(x: int, report=None) -> int:
@@ -47,6 +57,36 @@ def test_workers_follow_the_cpu_budget_and_the_threads_of_each_task(monkeypatch)
     assert Processes(workers=3).workers_for([1]) == 3
     with pytest.raises(ValueError, match="workers"):
         Processes(workers=0)
+
+
+def test_how_many_tasks_run_at_once(monkeypatch):
+    monkeypatch.setenv("ALIGNNB_CPUS", "2")
+    assert Processes().at_once([1] * 5) == 2 and Processes().at_once([1]) == 1
+    assert Processes().at_once([2, 2, 2]) == 1
+    assert InProcess().at_once([1] * 5) == 1 and InProcess().at_once([]) == 0
+
+
+def test_a_queued_task_says_so_and_its_clock_starts_when_it_starts(monkeypatch):
+    """Two workers, three tasks of 1.5 s: the third waits; its bar reads "(queued)" until then,
+    and its elapsed time (hence its ETA) counts from its own start, not from the map's."""
+    seen: dict[str, dict] = {}
+
+    class Recorded(engines.tqdm):
+        def reset(self, total=None):
+            super().reset(total)
+            seen[self.desc] = {"reset_at": time.time(), "created_at": self.created_at}
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.created_at = time.time()
+            seen.setdefault("created", []).append(self.desc)
+
+    monkeypatch.setattr(engines, "tqdm", Recorded)
+    Processes(workers=2).map(nap, [1.5, 1.5, 1.5], labels=["a", "b", "c"], totals=[1, 1, 1], progress=True)
+    assert seen["created"] == ["a (queued)", "b (queued)", "c (queued)"]
+    assert {"a", "b", "c"} <= set(seen)  # each renamed and restarted when its task began
+    waited = seen["c"]["reset_at"] - seen["c"]["created_at"]
+    assert waited > 1.0, waited  # c started only after a or b had finished
 
 
 def test_make_engine_names_the_engines():

@@ -37,3 +37,16 @@ def test_a_disabled_bar_relays_nothing():
             pass
         assert os.path.getsize(path) == 0
     assert "silent" not in stream.getvalue()
+
+
+def test_a_renamed_and_reset_bar_restarts_on_the_command_line():
+    """A queued bar that starts: the parent's copy takes the new name, and its clock restarts."""
+    stream = io.StringIO()
+    code = ("import time\nfrom alignnb.core.progress import tqdm\n"
+            "bar = tqdm(total=2, desc='job (queued)', mininterval=0)\ntime.sleep(2.2)\n"
+            "bar.set_description_str('job')\nbar.reset(2)\nbar.update(2)\nbar.close()\n")
+    with progress.relayed(stream=stream):
+        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    final = stream.getvalue().replace("\r", "\n").strip().splitlines()[-1]
+    assert final.startswith("job") and "queued" not in final and "2/2" in final, final
+    assert "[00:00<" in final, final  # not [00:02<...]: the clock restarted at the reset
