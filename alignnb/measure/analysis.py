@@ -117,7 +117,7 @@ def layer_sweeps(all_layers: Mapping[tuple[str, str], Embeddings], reference: Em
 SUMMARY_COLUMNS = ("model", "family", "k", "n", "precision", "chance", "rnx", "rnx_auc", "calibrated", "null_q95",
                    "p_value", "null_z", "p_within_level", "p_within_verb", "ci_low", "ci_high", "level_balanced", "ci_low_iid",
                    "ci_high_iid", "precision_centred", "rnx_centred", "procrustes_disparity", "retrieval_top1", "retrieval_chance",
-                   "procrustes_p", "cka", "cka_p", "cka_biased", "rsa", "cka_deconfounded", "cka_deconfounded_p",
+                   "procrustes_p", "cka", "cka_p", "cka_biased", "rsa", "rsa_rho_a", "cka_deconfounded", "cka_deconfounded_p",
                    "cka_deconfounded_null_low", "cka_deconfounded_null_high", "rsa_deconfounded", "rsa_deconfounded_p",
                    "rsa_deconfounded_null_low", "rsa_deconfounded_null_high")
 #: The restricted nulls of the headline: column -> the attribute whose values are the strata.
@@ -142,7 +142,8 @@ def summary_table(spaces: Mapping[str, Embeddings], reference: str = "agent", k:
       level_balanced: the mean of the per-level precisions;
     - precision_centred, rnx_centred: the same after mean-centring both spaces;
     - every other registered metric with a ``headline`` column (:data:`alignnb.measure.metrics.METRICS`:
-      procrustes_disparity, cka (unbiased), cka_biased, rsa), with its permutation p-value
+      procrustes_disparity (zero-padded), cka (unbiased), cka_biased, rsa (Spearman), rsa_rho_a
+      (rho-a, for spaces with tied dissimilarities)), with its permutation p-value
       where it has a ``headline_p`` column (procrustes_p, cka_p; a "rescore" null of
       max(99, n_perm // 5) draws, :meth:`~alignnb.measure.metrics.Metric.null_draws`);
       retrieval_top1 (cross-validated Procrustes retrieval) beside retrieval_chance (its value

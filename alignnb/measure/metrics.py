@@ -24,9 +24,12 @@ cka (linear CKA)             HSIC(AA^T, BB^T) / sqrt(HSIC(AA^T,AA^T) HSIC(BB^T,B
 cka_unbiased                 the same with Song et al.'s (2012) unbiased HSIC              rescore
 rsa (RSA, Spearman)          Spearman rho of the cosine-distance upper triangles           rescore
                              (Kriegeskorte et al. 2008)
-procrustes_disparity         1 - s^2 after centring, unit Frobenius norm, common PCA        rescore
-                             dimension and the best orthogonal map (Schönemann 1966;
-                             scipy.spatial.procrustes's disparity); lower is better
+rsa_rho_a (RSA, rho-a)       rho-a of the same triangles: average ranks without tie        rescore
+                             correction (rsatoolbox's compare_rho_a; Nili et al. 2014),
+                             the one to read for spaces with tied dissimilarities
+procrustes_disparity         1 - s^2 after centring, unit Frobenius norm, zero-padding of   rescore
+                             the narrower space and the best orthogonal map (Schönemann
+                             1966; scipy.spatial.procrustes's disparity); lower is better
 ===========================  ==========================================================  =========
 
 The names of the k-NN, CKA/RSA and Procrustes modules are re-exported here, so that
@@ -50,7 +53,7 @@ from alignnb.measure.neighbours import (TIE_TOLERANCE, TIES, chance_precision, c
                                         overlap_with_dense, relabelled_overlap)
 from alignnb.measure.procrustes import (ProcrustesResult, disparity_of_coordinates, principal_coordinates,  # noqa: F401
                                         procrustes, procrustes_disparity, procrustes_map)
-from alignnb.measure.similarity import (centred_gram, cka, cka_unbiased, rsa, unbiased_cka_of_grams,  # noqa: F401
+from alignnb.measure.similarity import (centred_gram, cka, cka_unbiased, rsa, rsa_rho_a, unbiased_cka_of_grams,  # noqa: F401
                                         unbiased_hsic)
 
 
@@ -159,7 +162,9 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
     Metric("cka_unbiased", "unbiased linear CKA", lambda X, k: centred_gram(X), unbiased_cka_of_grams,
            _rows_and_columns, headline="cka", headline_p="cka_p", definition=_ignore_k(cka_unbiased)),
     Metric("rsa", "RSA (Spearman)", _same, rsa, _rows, headline="rsa", definition=_ignore_k(rsa)),
-    # principal coordinates once per space: a permutation null needs one small SVD per draw
+    Metric("rsa_rho_a", "RSA (rho-a)", _same, rsa_rho_a, _rows, headline="rsa_rho_a", definition=_ignore_k(rsa_rho_a)),
+    # principal coordinates once per space (all of them: zero-padding reduces nothing), so a
+    # permutation null needs one SVD of A^T B per draw
     Metric("procrustes_disparity", "Procrustes disparity", principal_coordinates, disparity_of_coordinates, _rows,
            higher_is_better=False, identical=0.0, headline="procrustes_disparity", headline_p="procrustes_p",
            definition=_ignore_k(procrustes_disparity)),

@@ -4,8 +4,14 @@ CKA  Linear centred kernel alignment (Kornblith et al. 2019, "Similarity of neur
      representations revisited"): HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)) with K = A A^T,
      L = B B^T on centred features; the unbiased variant uses the HSIC estimator of Song et
      al. (2012).
-RSA  Spearman correlation of the two cosine-distance matrices' upper triangles (Kriegeskorte
-     et al. 2008, "Representational similarity analysis").
+RSA  Rank correlation of the two cosine-distance matrices' upper triangles (Kriegeskorte
+     et al. 2008, "Representational similarity analysis"): :func:`rsa` is Spearman's rho
+     (average ranks, tie-corrected), :func:`rsa_rho_a` is rho-a, rsatoolbox's
+     ``compare_rho_a``: 12 sum((r_a - mean)(r_b - mean)) / (N^3 - N) over the N pairs, with
+     average ranks and no tie correction, the expected Spearman rho under random tie breaking
+     (Nili et al. 2014). rsatoolbox recommends rho-a when a space predicts tied
+     dissimilarities, as bag-of-words, tf-idf and the bag of attributes do; Spearman then
+     divides by the ties' smaller rank variance and reads higher.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.stats import spearmanr
+from scipy.stats import rankdata, spearmanr
 
 from alignnb.measure.checks import check_pair, unit_rows
 
@@ -79,8 +85,9 @@ def cka_unbiased(A: Any, B: Any) -> float:
     return unbiased_cka_of_grams(centred_gram(A), centred_gram(B))
 
 
-def rsa(A: Any, B: Any) -> float:
-    """Spearman correlation between the upper triangles of the cosine-distance matrices."""
+def cosine_dissimilarities(A: Any, B: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The upper triangles (row by row) of the cosine-distance matrices 1 - cos of A and of B; a
+    ValueError if either is constant (a rank correlation is then undefined)."""
     A, B = check_pair(A, B)
     ua, ub = unit_rows(A, "A").astype(np.float64), unit_rows(B, "B").astype(np.float64)
     iu = np.triu_indices(len(A), 1)
@@ -89,4 +96,23 @@ def rsa(A: Any, B: Any) -> float:
         if np.ptp(d) == 0:
             raise ValueError(f"every pair of sentences in {name} is equally similar (a constant space, or all "
                              "vectors parallel): the rank correlation RSA is undefined")
-    return float(spearmanr(da, db).statistic)
+    return da, db
+
+
+def rsa(A: Any, B: Any) -> float:
+    """Spearman correlation between the upper triangles of the cosine-distance matrices."""
+    return float(spearmanr(*cosine_dissimilarities(A, B)).statistic)
+
+
+def rho_a(x: np.ndarray, y: np.ndarray) -> float:
+    """rho-a of two vectors: 12 sum((r_x - mean)(r_y - mean)) / (N^3 - N), average ranks, no tie
+    correction (rsatoolbox.rdm.compare_rho_a). Equals Spearman's rho when neither has ties."""
+    rx, ry = rankdata(x), rankdata(y)
+    n = len(rx)
+    return float(12 * np.dot(rx - rx.mean(), ry - ry.mean()) / (n ** 3 - n))
+
+
+def rsa_rho_a(A: Any, B: Any) -> float:
+    """rho-a (:func:`rho_a`) between the upper triangles of the cosine-distance matrices: RSA
+    as rsatoolbox recommends it when a space predicts tied dissimilarities."""
+    return rho_a(*cosine_dissimilarities(A, B))

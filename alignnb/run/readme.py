@@ -68,7 +68,7 @@ def results_markdown(summary: pd.DataFrame) -> list[str]:
     per_seed = summary[summary["seed"].astype(str) != "mean"] if "seed" in summary else summary.iloc[0:0]
     lines = ["| model | family | precision@15 (mean ± sd over seeds) | per seed | chance | R_NX | calibrated | "
              "95% CI (seeds, colours × objects) | largest p over seeds: global / level / verb | null z | centred | "
-             "Procrustes (p) | CKA (p) |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "Procrustes (p) | CKA (p) | RSA: Spearman / rho-a |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for _, s in mean.iterrows():
         seeds = per_seed[per_seed["model"] == s["model"]]["precision"]
         sd = f" ± {_f(s['precision_sd'])}" if "precision_sd" in s and not pd.isna(s["precision_sd"]) else ""
@@ -76,7 +76,7 @@ def results_markdown(summary: pd.DataFrame) -> list[str]:
                      f"{_f(s['chance'])} | {_f(s['rnx'])} | {_f(s['calibrated'])} | {_f(s['ci_low'])} to "
                      f"{_f(s['ci_high'])} | {_f(s['p_value'])} / {_f(s['p_within_level'])} / {_f(s['p_within_verb'])} | "
                      f"{s['null_z']:.1f} | {_f(s['precision_centred'])} | {_f(s['procrustes_disparity'])} "
-                     f"({_f(s['procrustes_p'])}) | {_f(s['cka'])} ({_f(s['cka_p'])}) |")
+                     f"({_f(s['procrustes_p'])}) | {_f(s['cka'])} ({_f(s['cka_p'])}) | {_f(s['rsa'])} / {_f(s['rsa_rho_a'])} |")
     return lines
 
 

@@ -136,7 +136,7 @@ def recomputing_precision(k: int) -> metrics.Metric:
 def test_metric_registry():
     rng = np.random.default_rng(2)
     A, B = rng.normal(size=(40, 6)), rng.normal(size=(40, 5))
-    assert set(metrics.METRICS) == {"precision", "cka", "cka_unbiased", "rsa", "procrustes_disparity"}
+    assert set(metrics.METRICS) == {"precision", "cka", "cka_unbiased", "rsa", "rsa_rho_a", "procrustes_disparity"}
     assert metrics.get_metric("precision").score(A, B, 5) == metrics.precision_at_k(A, B, 5)
     assert metrics.get_metric("cka").score(A, B) == metrics.cka(A, B)
     # the fast forms used by permutation nulls equal the plain functions

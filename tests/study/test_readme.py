@@ -15,7 +15,7 @@ SHOWN = {
     "calibrated": ["calibrated"], "95% CI (seeds, colours × objects)": ["ci_low", "ci_high"],
     "largest p over seeds: global / level / verb": ["p_value", "p_within_level", "p_within_verb"],
     "centred": ["precision_centred"], "Procrustes (p)": ["procrustes_disparity", "procrustes_p"],
-    "CKA (p)": ["cka", "cka_p"],
+    "CKA (p)": ["cka", "cka_p"], "RSA: Spearman / rho-a": ["rsa", "rsa_rho_a"],
 }
 
 
@@ -44,7 +44,7 @@ def test_readme_results_table_is_the_mean_over_seeds_of_alignment_summary():
     assert list(shown.columns) == ["model", "family", "precision@15 (mean ± sd over seeds)", "per seed", "chance",
                                    "R_NX", "calibrated", "95% CI (seeds, colours × objects)",
                                    "largest p over seeds: global / level / verb", "null z", "centred",
-                                   "Procrustes (p)", "CKA (p)"]
+                                   "Procrustes (p)", "CKA (p)", "RSA: Spearman / rho-a"]
     for (_, r), (_, s) in zip(shown.iterrows(), mean.iterrows()):
         assert r["family"] == s["family"]
         for column, sources in SHOWN.items():
