@@ -22,27 +22,38 @@ class Level:
 
     ``goals`` maps a learner's name to the greedy success rate it should reach on the final
     500 fresh test episodes of this level (the stopping rule checks the same goals on
-    validation layouts during training).
+    validation layouts during training). ``missions`` is the number of distinct missions the
+    level's generator says, counted by a full collection (``figures/instruction_inventory.csv``;
+    a test keeps the two equal): a study's sentence set can be no larger than their sum, which is
+    known before anything is collected.
     """
 
     id: str
     grammar: str
     goals: dict[str, float] = field(default_factory=dict)
+    missions: int | None = None
 
 
 LEVELS: dict[str, Level] = {lv.id: lv for lv in [
     Level("BabyAI-GoToLocal-v0", "go to the|a [colour] OBJECT",
-          {"transformer": 0.99, "gru-film-lstm": 0.95}),
+          {"transformer": 0.99, "gru-film-lstm": 0.95}, missions=36),
     Level("BabyAI-PickupLoc-v0", "pick up the|a [colour] OBJECT [in front of you|behind you|on your left|right]",
-          {"transformer": 0.97, "gru-film-lstm": 0.95}),
+          {"transformer": 0.97, "gru-film-lstm": 0.95}, missions=210),
     Level("BabyAI-OpenDoorLoc-v0", "open the|a [colour] door [location]",
-          {"transformer": 0.97, "gru-film-lstm": 0.95}),
+          {"transformer": 0.97, "gru-film-lstm": 0.95}, missions=8),
     Level("BabyAI-PutNextLocal-v0", "put the|a [colour] OBJECT next to the|a [colour] OBJECT",
-          {"transformer": 0.95, "gru-film-lstm": 0.95}),
+          {"transformer": 0.95, "gru-film-lstm": 0.95}, missions=306),
 ]}
 
 #: The four levels of the study, in notebook order.
 DEFAULT_LEVELS: tuple[str, ...] = tuple(LEVELS)
+
+
+def most_missions(levels: Sequence[str]) -> int | None:
+    """The largest sentence set that ``levels`` can give (the sum of their :attr:`Level.missions`),
+    or None when a level's count is not known (then only a collection tells)."""
+    counts = [LEVELS[lv].missions if lv in LEVELS else None for lv in levels]
+    return None if any(c is None for c in counts) else sum(counts)
 
 
 def goal_of(level: str, learner: str) -> float:

@@ -7,12 +7,14 @@ error never leaves a half-written file or folder where a reader would find it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import shutil
 import socket
 import tempfile
+import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -126,6 +128,36 @@ def _alive(pid: int) -> bool:
     return True
 
 
+#: The errors of a failing write that a user can fix (space, quota, the device), by errno.
+WRITE_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "the disk quota is exceeded",
+                errno.EIO: "an input/output error of the device", errno.EROFS: "the file system is read-only"}
+
+
+class WriteFailed(OSError):
+    """A result could not be written (a full disk, a quota, a failing device). The message names
+    the path and the free space; nothing is left at the path (the atomic writers clean up)."""
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def free_space(folder: str | os.PathLike) -> str:
+    """The free space of the file system that holds ``folder``, readable ("1.2 GB free")."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return "free space unknown"
+    return f"{free / 1e9:.1f} GB free" if free >= 1e8 else f"{free / 1e6:.1f} MB free"
+
+
+def _raise_write_failed(exc: BaseException, final: Path) -> None:
+    """Re-raise ``exc`` as :class:`WriteFailed` naming ``final`` if it is one of :data:`WRITE_ERRORS`."""
+    if isinstance(exc, OSError) and not isinstance(exc, WriteFailed) and exc.errno in WRITE_ERRORS:
+        raise WriteFailed(exc.errno, f"cannot write {final}: {WRITE_ERRORS[exc.errno]} ({free_space(final.parent)} "
+                          f"there); nothing was left at that path: free space (or set ALIGNNB_DATA to a larger "
+                          "disk) and run again, finished work is kept") from exc
+
+
 @contextlib.contextmanager
 def atomic_dir(final: str | os.PathLike, overwrite: bool = False, exist_ok: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``final``; on success rename it to ``final``.
@@ -165,8 +197,9 @@ def atomic_dir(final: str | os.PathLike, overwrite: bool = False, exist_ok: bool
                     raise
                 shutil.rmtree(tmp, ignore_errors=True)
         _fsync_dir(final.parent)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        _raise_write_failed(exc, final)
         raise
 
 
@@ -198,9 +231,10 @@ def atomic_file(final: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
         os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, final)
         _fsync_dir(final.parent)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        _raise_write_failed(exc, final)
         raise
 
 
@@ -322,7 +356,37 @@ def cached(kind: str | None, inputs: Mapping[str, Any], build: Callable[[Mapping
         result = build(MappingProxyType(dict(inputs)))
         if write is not None:
             write(result, final)
-        return load(final)
+        value = load(final)
+        record_build(final, kind, lock_path.parent)
+        return value
+
+
+#: The ledger of builds, beside each cache step's lock: one JSON line per result made (not per result read).
+BUILDS_LEDGER = ".builds.jsonl"
+
+
+def record_build(final: Path, kind: str | None, folder: Path | None = None) -> None:
+    """Append that this process made ``final`` to the :data:`BUILDS_LEDGER` in ``folder`` (default
+    ``final``'s folder; :func:`cached` uses its lock's): one short line written with O_APPEND, so
+    processes sharing a local folder never tear each other's lines (on NFS appends are not atomic). The soaks and tests read
+    it (:func:`builds`) to check that every result was built once."""
+    line = json.dumps({"path": final.name, "kind": kind, "built_by": f"{socket.gethostname()}:{os.getpid()}",
+                       "at": round(time.time(), 3)}) + "\n"
+    try:  # diagnostic only: a full disk here must not turn a finished result into an error
+        fd = os.open((folder or final.parent) / BUILDS_LEDGER, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def builds(folder: str | os.PathLike) -> list[dict[str, Any]]:
+    """Every build recorded under ``folder`` (all ledgers, recursively), oldest first."""
+    rows = [json.loads(line) | {"folder": str(p.parent)} for p in Path(folder).rglob(BUILDS_LEDGER)
+            for line in p.read_text().splitlines() if line.strip()]
+    return sorted(rows, key=lambda r: r["at"])
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

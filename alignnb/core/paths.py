@@ -1,8 +1,9 @@
 """Where things live (data, figures, runs, notebooks) and the versions recorded with every artifact.
 
 Generated data lives under ``data/`` (overridable with the ``ALIGNNB_DATA`` environment
-variable or a stage's ``data_dir`` argument); figures of a full default run go to
-``figures/``; executed notebooks go to ``runs/``. Light: imports neither torch nor numpy.
+variable or a stage's ``data_dir`` argument); figures of the full default run go to
+``figures/`` (:func:`record_figures_dir`), those of any other run under ``runs/``
+(:func:`figures_dir`); executed notebooks go to ``runs/``. Light: imports neither torch nor numpy.
 """
 
 from __future__ import annotations
@@ -35,9 +36,21 @@ def data_dir(override: str | os.PathLike | None = None) -> Path:
 
 
 def figures_dir(override: str | os.PathLike | None = None) -> Path:
-    """Where figures go: ``override`` if given (a quick or parameterised run), else ``<repo>/figures``."""
+    """Where a notebook writes its figures and tables: ``override`` if given, else
+    ``runs/interactive/figures``.
+
+    A notebook run by hand (JupyterLab, an edited parameter, papermill without the runner)
+    leaves ``output_dir`` empty and so never touches the committed ``figures/``: only the full
+    default run of ``alignnb run`` (``make study``) writes there, by passing
+    :func:`record_figures_dir` as ``output_dir`` (:func:`alignnb.run.notebooks.run_notebooks`).
+    """
     if override:
         return Path(override).expanduser().resolve()
+    return runs_dir() / "interactive" / "figures"
+
+
+def record_figures_dir() -> Path:
+    """The committed ``figures/``: what the full default run wrote, and what the README and book show."""
     return (REPO_ROOT if _in_repo() else Path.cwd()) / "figures"
 
 

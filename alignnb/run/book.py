@@ -139,7 +139,7 @@ def build_book(run_dir: Path | None = None, out_dir: Path | None = None, readme:
     run_dir = paths.results_dir() if run_dir is None else Path(run_dir)
     out_dir = paths.runs_dir() / "book" if out_dir is None else Path(out_dir)
     readme = paths.REPO_ROOT / "README.md" if readme is None else Path(readme)
-    figures = paths.figures_dir() if repo_figures is None else Path(repo_figures)
+    figures = paths.record_figures_dir() if repo_figures is None else Path(repo_figures)
     source = BOOK_SOURCE if source is None else Path(source)
     notebooks = []
     for path in executed_notebooks(run_dir):

@@ -9,7 +9,7 @@
 
 ``alignnb run`` builds and validates the :class:`~alignnb.run.settings.StudyConfig` before the first
 notebook starts, so a bad parameter fails in a second. Each notebook receives the parameters
-it declares plus the whole configuration (``study``). A full default run (no --quick, no -p)
+it declares plus the whole configuration (``study``). The full default run (no --quick, no -p, no --only, no --output)
 writes figures to ``figures/`` and executed notebooks to ``runs/default/``, and publishes clean
 copies of the notebooks to the committed ``results/`` (what ``alignnb book`` renders); any other
 run writes both under its own folder ``runs/<name>/`` so it never overwrites what the repository
@@ -72,6 +72,28 @@ def parse_sweep(text: str) -> tuple[str, list[Any]]:
     return name.strip(), [parse_value(v.strip()) for v in values]
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1 (a CPU count)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1: a task needs at least one CPU")
+    return value
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 1 to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a TCP port: choose one from 1 to 65535")
+    return value
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     params = {name: parse_value(value) for name, value in (args.param or [])}
     if args.profile:
@@ -81,9 +103,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 1
     from alignnb.run.settings import StudyConfig  # light: no torch
 
-    try:  # a bad study parameter is answered at once, before papermill and the notebooks are read
-        StudyConfig.from_dict({**{k: v for k, v in params.items() if k in StudyConfig.names()}, "quick": args.quick})
-    except ValueError as exc:
+    try:  # a bad study parameter is answered at once, before papermill, the notebooks and any cluster
+        cfg = StudyConfig.from_dict({**{k: v for k, v in params.items() if k in StudyConfig.names()},
+                                     "quick": args.quick})
+        if not args.sweep:  # (a sweep checks each point's k itself)
+            cfg.check_sentence_count(params.get("data_dir") or None)
+    except (ValueError, OSError) as exc:
         print(f"alignnb run: {exc}", file=sys.stderr)
         return 1
     from alignnb.extract.models import ModelUnavailable  # here: --help stays fast
@@ -139,6 +164,8 @@ def _cmd_explore(args: argparse.Namespace) -> int:
     from alignnb.run import dashboard
 
     try:
+        if not args.screenshot:  # (a screenshot serves on a free port of its own)
+            dashboard.check_port_free(args.port)  # before the study is looked for
         cfg = dashboard.cached_study(True if args.quick else None, args.profile, args.data_dir)
         if args.screenshot:
             try:
@@ -196,20 +223,20 @@ def build_parser() -> argparse.ArgumentParser:
                      help="model profile of notebooks 03-05 (paper needs the Hugging Face hub)")
     run.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
                      help="a notebook parameter; VALUE is read as a Python literal when it is one")
-    run.add_argument("--output", help="folder for executed notebooks (and figures, unless default run)")
+    run.add_argument("--output", help="folder for the executed notebooks and their figures (not the repository's record)")
     run.add_argument("--only", nargs="+", help="run only notebooks whose names start with these (e.g. 01 02)")
     run.add_argument("--sweep", metavar="NAME=V1,V2", help="rerun the pipeline once per value (e.g. seed=0,1,2)")
     run.add_argument("--timeout", type=int, default=7200, help="per-cell execution timeout in seconds")
     run.add_argument("--engine", choices=ENGINES, default="local",
                      help="local (default: this process) or ray (sweep points, agents and embeddings as Ray tasks)")
     run.add_argument("--address", help="with --engine ray: join this Ray cluster (default: start a local instance)")
-    run.add_argument("--task-cpus", type=int, default=1, help="with --engine ray: CPUs of each sweep point's task")
+    run.add_argument("--task-cpus", type=positive_int, default=1, help="with --engine ray: CPUs of each sweep point's task")
     run.set_defaults(func=_cmd_run)
 
     exp = sub.add_parser("explore", help="serve notebook 05's explorer as a web app (Voila), from the cached study")
     exp.add_argument("--quick", action="store_true", help="the quick study's explorer (default: full if cached)")
     exp.add_argument("--profile", choices=sorted(PROFILES), help="model profile of the cached study")
-    exp.add_argument("--port", type=int, default=8866, help="local port (default 8866)")
+    exp.add_argument("--port", type=port_number, default=8866, help="local port (default 8866)")
     exp.add_argument("--data-dir", default=None, help="cache folder (default data/ or ALIGNNB_DATA)")
     exp.add_argument("--screenshot", metavar="PNG", help="save the default view (headless Chromium) and stop")
     exp.set_defaults(func=_cmd_explore)

@@ -18,6 +18,7 @@ JupyterLab, with no second implementation.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import socket
@@ -124,6 +125,18 @@ def wait_until_listening(port: int, process: subprocess.Popen | None = None, tim
                 return
         time.sleep(0.3)
     raise TimeoutError(f"the dashboard did not listen on port {port} within {timeout:.0f} s")
+
+
+def check_port_free(port: int, host: str = "127.0.0.1") -> None:
+    """Raise ValueError naming ``port`` if the explorer could not listen there (in use, or not allowed)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will: a closing socket is no clash
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            why = "is in use" if exc.errno == errno.EADDRINUSE else f"cannot be used ({exc.strerror})"
+            raise ValueError(f"port {port} on {host} {why}: choose another with --port"
+                             + (", or stop what listens there" if exc.errno == errno.EADDRINUSE else "")) from None
 
 
 @contextlib.contextmanager

@@ -3,10 +3,13 @@
 :func:`run_notebooks` builds and validates the :class:`~alignnb.run.settings.StudyConfig`
 before the first notebook starts, so a bad parameter fails in a second. Each notebook receives
 the parameters it declares plus the whole configuration (``study``) and the run's engine
-(``engine``, ``engine_address``). A full default run (no --quick, no -p) writes figures to
-``figures/`` and executed notebooks to ``runs/default/``, then publishes clean copies of those
-notebooks to the committed ``results/`` (:mod:`alignnb.run.results`); any other run writes both
-under its own folder ``runs/<name>/``, so it never overwrites what the repository records.
+(``engine``, ``engine_address``). The full default run (no --quick, no -p, no --only, no
+--output) writes figures to ``figures/`` and executed notebooks to ``runs/default/``, then
+publishes clean copies of those notebooks to the committed ``results/``
+(:mod:`alignnb.run.results`); it is the one run that passes ``figures/`` as ``output_dir``. Any
+other run writes both under its own folder ``runs/<name>/``, and a notebook run by hand writes
+under ``runs/interactive/`` (:func:`alignnb.core.paths.figures_dir`), so nothing but the full
+run overwrites what the repository records.
 :func:`run_sweep` reruns the notebooks once per value of one parameter.
 """
 
@@ -164,18 +167,22 @@ def run_notebooks(
     name = run_name(quick, parameters)
     run_dir = Path(output) if output else paths.runs_dir() / name
     run_dir.mkdir(parents=True, exist_ok=True)
-    figures = "" if (name == "default" and output is None) else str((run_dir / "figures").resolve())
-    if figures:
-        blind = [p.name for p in found if "output_dir" not in declared[p]]
-        if blind:  # it would write into the committed figures/
-            raise ValueError(f"{blind} declare no output_dir parameter (check the parameters cell parses)")
+    # The repository's record (figures/ and results/) is written by the full default run alone; every
+    # other run, and every notebook run by hand (output_dir left empty), writes under runs/.
+    record = name == "default" and output is None and only is None and notebooks is None
+    figures = str(paths.record_figures_dir() if record else (run_dir / "figures").resolve())
+    blind = [p.name for p in found if "output_dir" not in declared[p]]
+    if blind:  # its figures would land in runs/interactive/, not in this run
+        raise ValueError(f"{blind} declare no output_dir parameter (check the parameters cell parses)")
+    print(f"[alignnb] figures and tables -> {figures}" + ("  (the repository's record: the full default run)"
+                                                            if record else ""), flush=True)
     with progress_bars.relayed(progress):  # the kernels' progress bars, drawn on this terminal too
         for path in found:
             _run_one(path, notebook_inputs(declared[path], cfg, extra, figures, engine, engine_address or ""), run_dir,
                      kernel_name, timeout, progress)
             if path.name.startswith("01"):
                 cfg.check_sentence_count(data_dir)  # before any agent is trained
-    if not figures and only is None and notebooks is None:  # the full default run: the repository's record
+    if record:
         published = results.publish(run_dir)
         print(f"[alignnb] {len(published)} executed notebooks published to {published[0].parent} "
               "(committed; what GitHub and `make book` show)", flush=True)

@@ -27,6 +27,7 @@ second task waits, then reuses what the first wrote.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -34,6 +35,10 @@ from alignnb.core import compute, paths
 from alignnb.core.engines import Engine
 
 LOCAL_OBJECT_STORE = 256 * 2**20  # bytes; tasks pass paths and small configs, never arrays
+#: Ray's own settings for joining a cluster at an address: one connection attempt (Ray's default is
+#: 20, about 13 minutes against an address where nothing listens) with a 2 s connect timeout, so a
+#: wrong address fails in about 35 s (measured; Ray still prints its three connection warnings).
+JOIN_SETTINGS = {"RAY_gcs_server_port_wait_time_s": "1", "RAY_gcs_rpc_server_connect_timeout_s": "2"}
 INSTALL_HINT = 'the ray engine needs Ray, an optional extra: pip install -e ".[ray]" (make test installs it)'
 
 
@@ -54,12 +59,23 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> str:
     """Join the Ray cluster at ``address`` (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``),
     or start a local instance with ``num_cpus`` CPUs when ``address`` is None; returns the
     address that other processes of this run (the notebooks' kernels) join."""
+    if address:
+        for name, value in JOIN_SETTINGS.items():  # Ray's own connection budget, unless the user set one
+            os.environ.setdefault(name, value)  # (before Ray is imported: its logging reads them then)
     ray = require_ray()
     if not ray.is_initialized():
         env = {"ALIGNNB_DATA": str(paths.data_dir())}
         local = {} if address else {"num_cpus": num_cpus, "object_store_memory": LOCAL_OBJECT_STORE}
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
-                 runtime_env={"env_vars": env}, **local)
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                     runtime_env={"env_vars": env}, **local)
+        except (ConnectionError, ValueError, RuntimeError) as exc:  # RuntimeError: e.g. another Ray version
+            if not address:
+                raise
+            raise EngineUnavailable(
+                f"cannot join the Ray cluster at {address!r} ({type(exc).__name__}: {str(exc).splitlines()[0]}): "
+                "check the address (host:port of the head node, default port 6379), that `ray start --head` runs "
+                "there with this Ray version, and that no firewall blocks the port") from None
     return ray.get_runtime_context().gcs_address
 
 
@@ -99,7 +115,7 @@ def run_points(point: Callable[..., dict[str, Any]], arguments: Sequence[tuple],
                task_cpus: int = 1, address: str | None = None, num_cpus: int | None = None,
                progress: bool = True) -> dict[Any, dict[str, Any] | BaseException]:
     """Run ``point(*args)`` for each of ``arguments`` as a Ray task with ``task_cpus`` CPUs;
-    {label: its record, or the Ray error if the worker died (memory, a lost node)}.
+    {label: its record, or the Ray error if its worker died twice (memory, lost nodes)}.
 
     The point's kernel follows its CPU count: its runtime environment sets the torch and OpenMP
     threads and the CPU budget (``ALIGNNB_CPUS``: agents side by side, collection workers), per
@@ -111,7 +127,9 @@ def run_points(point: Callable[..., dict[str, Any]], arguments: Sequence[tuple],
     connect(address, num_cpus)
     env = {"ALIGNNB_DATA": str(paths.data_dir()), compute.CPUS_ENV: str(task_cpus),
            "OMP_NUM_THREADS": str(task_cpus), "MKL_NUM_THREADS": str(task_cpus)}
-    task = ray.remote(point).options(num_cpus=task_cpus, max_retries=0, name="alignnb sweep point",
+    # a point never raises (its failure is its record), so a retry happens only when its worker or
+    # node is lost: the point then runs again, once, on a node that is still there
+    task = ray.remote(point).options(num_cpus=task_cpus, max_retries=1, name="alignnb sweep point",
                                      runtime_env={"env_vars": env})
     refs = {task.remote(*args): label for label, args in zip(labels, arguments)}
     out: dict[Any, dict[str, Any] | BaseException] = {}

@@ -15,7 +15,7 @@ removed (:func:`stable`):
 - saved widgets (progress bars under papermill), replaced by the static text of their final
   state (:func:`alignnb.run.book.for_the_book`): a widget's model id is random, and GitHub
   cannot draw widgets;
-- the repository's absolute path in text outputs, written ``<repo>``.
+- the repository's absolute path in text outputs and in the injected parameters, written ``<repo>``.
 
 Everything else, every printed line, table and figure, is kept as the run made it, including
 progress bars' elapsed times (they are what that run measured).
@@ -50,6 +50,9 @@ def stable(nb: nbformat.NotebookNode, repo: str | os.PathLike | None = None) -> 
     repo = str(paths.REPO_ROOT if repo is None else repo)
     nb = for_the_book(nb)
     kept = {k: v for k, v in nb.metadata.get("papermill", {}).items() if k in _KEPT_PAPERMILL}
+    if "parameters" in kept:  # the runner passes the repository's figures folder as an absolute path
+        kept["parameters"] = {k: _without_repo(v, repo) if isinstance(v, str) else v
+                              for k, v in kept["parameters"].items()}
     if "papermill" in nb.metadata:
         nb.metadata["papermill"] = kept
     for cell in nb.cells:
@@ -57,6 +60,7 @@ def stable(nb: nbformat.NotebookNode, repo: str | os.PathLike | None = None) -> 
             cell.metadata.pop(key, None)
         if "injected-parameters" in cell.metadata.get("tags", []):
             cell["id"] = INJECTED_ID
+            cell["source"] = _without_repo(cell["source"], repo)
         for out in cell.get("outputs", []):
             if "text" in out:
                 out["text"] = _without_repo("".join(out["text"]), repo)

@@ -227,10 +227,19 @@ class StudyConfig:
         """If the sentence set of this study is cached: its size, after checking that k fits it.
 
         k must pass :func:`alignnb.measure.checks.check_k` (1 <= k <= n - 2); this fails at once instead of
-        in notebook 04. Returns None when the set is not made yet (notebook 01 makes it).
+        in notebook 04. When the set is not made yet (notebook 01 makes it), k is checked against
+        the largest set the levels can give (:func:`alignnb.collect.levels.most_missions`, 560 for
+        the default levels), and None is returned: the exact check follows notebook 01.
         """
         path = self.sentences_path(data_dir)
         if not path.exists():
+            most = level_table.most_missions(self.levels)
+            if most is not None:
+                try:
+                    check_k(self.k, most)
+                except ValueError as exc:
+                    raise ValueError(f"{exc} (checked before any collection: the levels {list(self.levels)} say at "
+                                     f"most {most} distinct missions)") from None
             return None
         n = len(SentenceSet.load(path))
         check_k(self.k, n)

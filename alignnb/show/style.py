@@ -54,14 +54,28 @@ def short_level(level: str) -> str:
     return level.removeprefix("BabyAI-").removesuffix("-v0")
 
 
+_ANNOUNCED: set[Path] = set()
+
+
+def _folder(out_dir: str | os.PathLike | None) -> Path:
+    """:func:`alignnb.core.paths.figures_dir` of ``out_dir``; the first time a notebook run by hand
+    writes there (``output_dir`` left empty), it says where, and that ``figures/`` stays untouched."""
+    folder = paths.figures_dir(out_dir)
+    if not out_dir and folder not in _ANNOUNCED:
+        _ANNOUNCED.add(folder)
+        print(f"[alignnb] output_dir is empty: figures and tables go to {folder} (the repository's figures/ is "
+              "written only by the full default run, make study)", flush=True)
+    return folder
+
+
 def save_figure(fig: plt.Figure, name: str, out_dir: str | os.PathLike | None = None,
                 params: Mapping[str, Any] | None = None) -> list[Path]:
-    """Write ``fig`` as ``<out_dir>/<name>.png`` and ``.pdf`` (default ``figures/``), atomically.
+    """Write ``fig`` as ``<out_dir>/<name>.png`` and ``.pdf`` (default ``runs/interactive/figures``), atomically.
 
     ``params`` (the notebook parameters that produced the figure) are stored in the files'
     metadata. Returns the paths written.
     """
-    folder = paths.figures_dir(out_dir)
+    folder = _folder(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     desc = json.dumps(dict(params or {}), sort_keys=True, default=str)
     written = []
@@ -77,9 +91,9 @@ def save_figure(fig: plt.Figure, name: str, out_dir: str | os.PathLike | None = 
 
 def save_table(df: pd.DataFrame, name: str, out_dir: str | os.PathLike | None = None,
                params: Mapping[str, Any] | None = None, index: bool = True, float_format: str = "%.4f") -> Path:
-    """Write a results table as ``<out_dir>/<name>.csv`` (default ``figures/``), atomically, and
+    """Write a results table as ``<out_dir>/<name>.csv`` (default ``runs/interactive/figures``), atomically, and
     the parameters that produced it beside it as ``<name>.params.json``."""
-    path = paths.figures_dir(out_dir) / f"{name}.csv"
+    path = _folder(out_dir) / f"{name}.csv"
     with cache.atomic_file(path, "w") as f:
         df.to_csv(f, index=index, float_format=float_format, lineterminator="\n")
     if params is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -32,6 +33,16 @@ def test_builds_once_then_loads(tmp_path):
     assert calls == [{"x": 21}]  # the builder received exactly the hashed inputs
     assert (tmp_path / f"{cache.key_of('demo', {'x': 21})}.json").exists()
     assert _step(tmp_path, calls, x=1) == {"value": 2} and len(calls) == 2  # other inputs, other key
+
+
+def test_the_ledger_records_each_build_and_no_read(tmp_path):
+    calls = []
+    for _ in range(3):
+        _step(tmp_path, calls)
+    _step(tmp_path, calls, force=True)
+    made = cache.builds(tmp_path)
+    assert [r["path"] for r in made] == [f"{cache.key_of('demo', {'x': 21})}.json"] * 2  # built, then forced
+    assert all(r["kind"] == "demo" and r["built_by"].endswith(f":{os.getpid()}") for r in made)
 
 
 def test_key_is_the_hash_of_kind_and_inputs():

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import json
+import os
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -85,3 +89,81 @@ def test_environment_yml_agrees_with_pyproject():
     minimum = Version(project["requires-python"].removeprefix(">="))
     assert Version(py.split("=")[1]) >= minimum  # versions compared as versions: "3.9" < "3.10"
     assert "torch==2.13.0" in (ROOT / "Makefile").read_text()
+
+
+# --------------------------------------------------------------------------------------
+# a full disk and failing writes: one message naming the path and the free space, nothing left behind
+# --------------------------------------------------------------------------------------
+
+def _leftovers(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+@pytest.mark.parametrize("code, says", [(errno.ENOSPC, "no space left"), (errno.EIO, "input/output error")])
+@pytest.mark.parametrize("where", ["fsync", "replace"])
+def test_an_injected_write_failure_names_the_path_and_leaves_nothing(code, says, where, tmp_path, monkeypatch):
+    from alignnb.core import cache
+
+    final = tmp_path / "out" / "table.json"
+    real = getattr(os, where)
+
+    def failing(*args, **kwargs):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, where, failing)
+    with pytest.raises(cache.WriteFailed) as caught:
+        cache.write_json(final, {"a": 1})
+    message = str(caught.value)
+    assert str(final) in message and says in message and "free" in message, message
+    assert caught.value.errno == code and isinstance(caught.value, OSError)  # the CLI's OSError handler prints it
+    assert _leftovers(final.parent) == []  # no partial final file, no temporary file
+    monkeypatch.setattr(os, where, real)
+    cache.write_json(final, {"a": 1})  # with the device back, the next write succeeds
+    assert json.loads(final.read_text()) == {"a": 1}
+
+
+def test_a_failing_write_inside_an_atomic_folder_leaves_nothing(tmp_path):
+    from alignnb.core import cache
+
+    final = tmp_path / "run"
+    with pytest.raises(cache.WriteFailed, match=str(final)):
+        with cache.atomic_dir(final) as tmp:
+            (tmp / "part").write_text("half")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert _leftovers(tmp_path) == []
+
+
+def test_other_errors_pass_through_unchanged(tmp_path):
+    from alignnb.core import cache
+
+    with pytest.raises(PermissionError):
+        with cache.atomic_file(tmp_path / "x", "w"):
+            raise PermissionError(errno.EACCES, "denied")
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real 64 KiB file system (tmpfs), where the machine lets this process mount one (root)."""
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_real_full_disk_names_the_path_and_the_free_space_and_recovers(tiny_disk):
+    from alignnb.core import cache
+
+    big = tiny_disk / "embeddings.npy"
+    with pytest.raises(cache.WriteFailed) as caught:
+        with cache.atomic_file(big) as f:
+            f.write(b"\0" * 1_000_000)
+    assert str(big) in str(caught.value) and "no space left" in str(caught.value) and "MB free" in str(caught.value)
+    assert _leftovers(tiny_disk) == []
+    with cache.atomic_file(tiny_disk / "small.txt", "w") as f:
+        f.write("fits")
+    assert (tiny_disk / "small.txt").read_text() == "fits"

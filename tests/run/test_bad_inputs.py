@@ -54,6 +54,13 @@ CLI_CASES = [
     (["collect", "--episodes", "0"], "episodes"),
     (["collect", "--workers", "-1"], "workers"),
     (["run", "--bogus"], "unrecognized"),
+    # known before collection: the default levels say at most 560 distinct missions
+    (["run", "-p", "k", "100000"], "k=100000"),
+    (["run", "--engine", "ray", "--task-cpus", "0"], "at least 1"),
+    (["run", "--engine", "ray", "--task-cpus", "-2"], "at least 1"),
+    (["explore", "--port", "99999"], "1 to 65535"),
+    (["explore", "--port", "0"], "1 to 65535"),
+    (["explore", "--port", "http"], "not an integer"),
 ]
 
 
@@ -70,6 +77,39 @@ def test_cli_bad_input_is_one_clear_line(argv, says, capsys, tmp_path, monkeypat
     assert code in (1, 2) and says in err, err
     assert "Traceback" not in err and not ran
     assert not (tmp_path.parent / "x").exists()  # a sweep value never becomes a path outside --output
+
+
+def test_k_beyond_what_the_levels_can_say_fails_before_collection(tmp_path):
+    from alignnb.run.settings import StudyConfig
+
+    empty = tmp_path / "no-cache"  # nothing collected: the bound of the levels' mission counts applies
+    with pytest.raises(ValueError, match="at most 560 distinct missions"):
+        StudyConfig.from_dict({"k": 559}).check_sentence_count(empty)
+    assert StudyConfig.from_dict({"k": 558}).check_sentence_count(empty) is None  # the largest k that may fit
+
+
+def test_the_mission_counts_are_those_a_full_collection_found():
+    """levels.LEVELS' mission counts (the bound above) against the committed full run's inventory."""
+    import pandas as pd
+
+    from alignnb.collect import levels
+
+    inventory = pd.read_csv(paths.REPO_ROOT / "figures" / "instruction_inventory.csv").set_index("level")["missions"]
+    assert inventory.drop("all levels").to_dict() == {lv: levels.LEVELS[lv].missions for lv in levels.DEFAULT_LEVELS}
+    assert inventory["all levels"] == levels.most_missions(levels.DEFAULT_LEVELS) == 560  # (verbs differ: no overlap)
+    assert levels.most_missions(["BabyAI-GoToObj-v0"]) is None  # not counted: only a collection tells
+
+
+def test_explore_on_a_port_in_use_names_the_port_before_looking_for_the_study(capsys, tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = cli.main(["explore", "--port", str(port), "--data-dir", str(tmp_path / "nothing")])
+    err = capsys.readouterr().err
+    assert code == 1 and f"port {port}" in err and "in use" in err and "Traceback" not in err, err
 
 
 def test_collect_cannot_write_reports_the_folder(capsys, tmp_path):

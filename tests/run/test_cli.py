@@ -124,3 +124,27 @@ def test_explore_without_a_cached_study_says_what_to_run(tmp_path):
     with pytest.raises(dashboard.StudyNotCached, match=r"make study.*alignnb run --quick"):
         dashboard.cached_study(data_dir=tmp_path / "empty")
     assert cli.main(["explore", "--quick", "--data-dir", str(tmp_path / "empty")]) == 1
+
+
+def test_only_the_full_default_run_writes_the_repositorys_figures(tmp_path, monkeypatch):
+    """The runner passes figures/ as output_dir in the full default run alone (and publishes
+    results/ then); --only, -p or --output runs write under their own run folder."""
+    from alignnb.core import paths
+    from alignnb.run import results
+
+    monkeypatch.setattr(paths, "runs_dir", lambda: tmp_path / "runs")
+    published = []
+    monkeypatch.setattr(results, "publish", lambda run_dir: published.append(run_dir) or [Path(run_dir) / "x"])
+    for kwargs, record in [({}, True), ({"only": ["04"]}, False), ({"parameters": {"k": 5}}, False),
+                           ({"output": tmp_path / "out"}, False)]:
+        calls = {}
+        monkeypatch.setattr(notebooks.papermill, "execute_notebook",
+                            lambda src, out, parameters, **k: calls.setdefault(Path(src).name[:2], parameters))
+        published.clear()
+        notebooks.run_notebooks(progress=False, **kwargs)
+        given = {c["output_dir"] for c in calls.values()}
+        assert len(given) == 1, given
+        assert (given == {str(paths.record_figures_dir())}) is record, (kwargs, given)
+        assert bool(published) is record
+        if not record:
+            assert str(tmp_path) in given.pop()

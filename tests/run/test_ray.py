@@ -152,6 +152,32 @@ assert cli.main(["run", "--engine", "ray", "--quick", "--only", "01"]) == 1
     assert (tmp_path / "sweep" / "sweep_summary.csv").exists()
 
 
+def _run_cli(argv: list[str], tmp_path: Path, timeout: float) -> tuple[subprocess.CompletedProcess, float]:
+    """``alignnb`` in its own process (Ray's connection settings and state stay out of this one)."""
+    import time
+
+    t0 = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "alignnb.run.cli", *argv, "--output", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=timeout, cwd=tmp_path)
+    return done, time.monotonic() - t0
+
+
+@pytest.mark.slow
+def test_an_unreachable_address_fails_in_seconds_naming_it(tmp_path):
+    done, seconds = _run_cli(["run", "--quick", "--engine", "ray", "--address", "127.0.0.1:1", "--sweep", "seed=0,1"],
+                             tmp_path, timeout=180)
+    ours = [line for line in done.stderr.splitlines() if line.startswith("alignnb run:")]
+    assert done.returncode == 1 and len(ours) == 1 and "'127.0.0.1:1'" in ours[0] and "ray start --head" in ours[0]
+    assert "Traceback" not in done.stderr and seconds < 75, (seconds, done.stderr[-2000:])
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").rglob("*.ipynb"))  # nothing ran
+
+
+def test_a_malformed_address_fails_at_once_naming_it(tmp_path):
+    done, seconds = _run_cli(["run", "--quick", "--engine", "ray", "--address", "head-node:port"], tmp_path, timeout=120)
+    assert done.returncode == 1 and "'head-node:port'" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert seconds < 30, seconds
+
+
 def test_address_needs_the_ray_engine(capsys):
     assert cli.main(["run", "--quick", "--address", "auto"]) == 1
     assert "--address needs --engine ray" in capsys.readouterr().err

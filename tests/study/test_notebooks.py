@@ -47,7 +47,7 @@ def test_runner_rejects_unknown_parameters(tmp_path):
 
 @pytest.mark.slow
 def test_quick_run_of_notebook_01(data_root, tmp_path, capfd):
-    before = sorted(p.name for p in paths.figures_dir().glob("*"))
+    before = sorted(p.name for p in paths.record_figures_dir().glob("*"))
     published = {p.name: p.stat().st_mtime_ns for p in paths.results_dir().glob("*")}
     # its own cache folder, so it collects (other tests may have cached the quick study's demos)
     fresh = tmp_path / "data"
@@ -62,7 +62,7 @@ def test_quick_run_of_notebook_01(data_root, tmp_path, capfd):
         assert {f"{name}.png", f"{name}.pdf"} <= figures
     assert "instruction_inventory.csv" in figures
     assert (run_dir / "01_collect_demos.ipynb").exists()
-    assert sorted(p.name for p in paths.figures_dir().glob("*")) == before  # committed figures untouched
+    assert sorted(p.name for p in paths.record_figures_dir().glob("*")) == before  # committed figures untouched
     assert {p.name: p.stat().st_mtime_ns for p in paths.results_dir().glob("*")} == published  # and results/
     assert any((fresh / "demos").iterdir())
 
@@ -146,3 +146,25 @@ def test_no_cell_rebinds_a_parameter(path):
             elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
                 bound.add(node.id)
     assert params and not params & bound, sorted(params & bound)
+
+
+@pytest.mark.slow
+def test_a_notebook_run_by_hand_with_an_edited_parameter_leaves_the_committed_figures_alone(quick_run, tmp_path):
+    """Notebook 05 as a reader runs it (papermill without the runner: output_dir left empty), with k edited."""
+    import time
+
+    import papermill
+
+    record = paths.record_figures_dir()
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in record.iterdir()}
+    interactive = paths.figures_dir()  # where an empty output_dir writes
+    assert interactive == paths.runs_dir() / "interactive" / "figures" and interactive != record
+    started = time.time_ns()
+    source = paths.notebooks_dir() / "05_explore.ipynb"
+    papermill.execute_notebook(str(source), str(tmp_path / "05.ipynb"), parameters={"quick": True, "k": 5},
+                               cwd=str(source.parent), progress_bar=False)
+    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in record.iterdir()} == before
+    written = interactive / "explorer_default_selection.png"
+    assert written.exists() and written.stat().st_mtime_ns >= started
+    said = "".join(o.get("text", "") for c in nbformat.read(tmp_path / "05.ipynb", 4).cells for o in c.get("outputs", []))
+    assert "output_dir is empty" in said and str(interactive) in said
