@@ -69,13 +69,15 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> str:
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
                      runtime_env={"env_vars": env}, **local)
-        except (ConnectionError, ValueError, RuntimeError) as exc:  # RuntimeError: e.g. another Ray version
+        except (ConnectionError, ValueError, RuntimeError, ray.exceptions.RayError) as exc:  # e.g. another Ray
+            # version (RuntimeError), a missing or wrong token (AuthenticationError, a RayError)
             if not address:
                 raise
             raise EngineUnavailable(
                 f"cannot join the Ray cluster at {address!r} ({type(exc).__name__}: {str(exc).splitlines()[0]}): "
                 "check the address (host:port of the head node, default port 6379), that `ray start --head` runs "
-                "there with this Ray version, and that no firewall blocks the port") from None
+                "there with this Ray version, that this machine has the cluster's token if it uses one "
+                "(RAY_AUTH_TOKEN), and that no firewall blocks the port") from None
     return ray.get_runtime_context().gcs_address
 
 

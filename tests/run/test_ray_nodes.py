@@ -61,7 +61,9 @@ def two_nodes(tmp_path):
     import tempfile
 
     port, worker_port = free_port(), free_port()
-    env = dict(os.environ, ALIGNNB_DATA=str(tmp_path / "shared-data"), RAY_DISABLE_USAGE_STATS="1")
+    # a loopback test cluster without Ray's token authentication (which `ray start --head` turns on)
+    env = dict(os.environ, ALIGNNB_DATA=str(tmp_path / "shared-data"), RAY_DISABLE_USAGE_STATS="1",
+               RAY_AUTH_MODE="disabled")
     temp = tempfile.mkdtemp(prefix="rn", dir="/tmp")  # short: Ray's socket paths live under it
     try:
         subprocess.run([RAY, "start", "--head", "--port", str(port), "--num-cpus", "1", "--include-dashboard", "false",
