@@ -75,6 +75,7 @@ class InProcess(Engine):
 
 _REPORTS = None  # in a worker: the queue its progress goes to
 STARTED = -1  # the step a worker reports when it starts a task
+FINISHED_GRACE = 0.3  # seconds a finished task's bar waits for its last reports before it stops
 
 
 def _init_worker(parent: int, reports: Any) -> None:
@@ -140,11 +141,23 @@ class Processes(Engine):
             # a task waiting for a free worker says so; its bar's clock starts when the task does
             bars = [tqdm(total=totals[i] if totals else 1, unit="step", position=i, disable=not progress,
                          desc=f"{names[i]} (queued)") for i in range(len(tasks))]
+            closed: set[int] = set()
+            done_at: dict[int, float] = {}
             try:
-                while reports is not None and not all(f.done() for f in futures):
+                while reports is not None and len(closed) < len(futures):
+                    now = time.monotonic()
+                    for j, f in enumerate(futures):
+                        if j not in closed and f.done():
+                            # a finished task's bar stops once its last reports are in (they trail its
+                            # result by milliseconds), so its clock shows its own time, not the map's
+                            if now - done_at.setdefault(j, now) > FINISHED_GRACE:
+                                closed.add(j)
+                                bars[j].close()
                     try:
-                        i, step, _ = reports.get(timeout=1.0)
+                        i, step, _ = reports.get(timeout=0.1)
                     except queue.Empty:
+                        continue
+                    if i in closed:
                         continue
                     if step == STARTED:
                         bars[i].set_description_str(names[i], refresh=False)

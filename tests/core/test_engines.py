@@ -89,6 +89,33 @@ def test_a_queued_task_says_so_and_its_clock_starts_when_it_starts(monkeypatch):
     assert waited > 1.0, waited  # c started only after a or b had finished
 
 
+def count_to(steps: int, report=None) -> int:
+    """A task of ``steps`` short steps, each reported (the last one just before it returns)."""
+    for step in range(1, steps + 1):
+        time.sleep(0.01)
+        if report is not None:
+            report(step, steps)
+    return steps
+
+
+def test_each_bar_ends_at_its_last_report_and_stops_its_clock_when_its_task_ends(monkeypatch):
+    """The bars' last states are what a reader sees in an executed notebook: a finished task's bar
+    must show all its steps, and its elapsed time must be its own, not the whole map's."""
+    ended: dict[str, tuple[int, float]] = {}
+
+    class Recorded(engines.tqdm):
+        def close(self):
+            ended.setdefault(self.desc, (self.n, time.time()))
+            super().close()
+
+    monkeypatch.setattr(engines, "tqdm", Recorded)
+    t0 = time.time()
+    Processes(workers=2).map(count_to, [30, 300], labels=["short", "long"], totals=[30, 300], progress=True)
+    end = time.time()
+    assert ended["short"][0] == 30 and ended["long"][0] == 300  # every step's report was shown
+    assert ended["short"][1] - t0 < (end - t0) - 1.0  # the short task's bar stopped well before the long one
+
+
 def test_make_engine_names_the_engines():
     assert isinstance(make_engine("local"), Processes)
     assert isinstance(make_engine("local", workers=1), InProcess)
