@@ -177,7 +177,7 @@ def kill_soak(work: Path, kills: int, seed: int) -> bool:
             alive = proc.poll() is None
             if alive:
                 kill_all(proc)
-            rows.append({"cycle": cycle, "kill": len(rows) + 1, "aimed_at": stage, "after_s": round(delay, 1),
+            rows.append({"cycle": cycle, "kill": sum(r["kill"] != "-" for r in rows) + 1, "aimed_at": stage, "after_s": round(delay, 1),
                          "hit": last_stage(log) if alive else "-",
                          "outcome": "killed" if alive else f"ended first (exit {proc.returncode})"})
         log = work / f"soak-{cycle}-final.log"
