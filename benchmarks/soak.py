@@ -224,7 +224,7 @@ def main() -> int:
     parser.add_argument("--work", default=str(REPO / "runs" / "soak"))
     parser.add_argument("--concurrent", action="store_true", help="two quick studies at once instead")
     args = parser.parse_args()
-    work = Path(args.work)
+    work = Path(args.work).resolve()
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     ok = concurrent(work) if args.concurrent else kill_soak(work, args.kills, args.seed)

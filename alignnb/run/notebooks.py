@@ -162,6 +162,11 @@ def run_notebooks(
     parameters = dict(parameters or {})
     found, declared, cfg, extra = check_parameters(parameters, quick, only, notebooks)
 
+    # The kernels run in notebooks/: a relative data folder must name the same folder there as here
+    if os.environ.get("ALIGNNB_DATA"):
+        os.environ["ALIGNNB_DATA"] = str(paths.data_dir())
+    if extra.get("data_dir"):
+        extra["data_dir"] = str(paths.data_dir(extra["data_dir"]))
     data_dir = extra.get("data_dir") or None
     cfg.check_sentence_count(data_dir)  # k against the sentence set, if it is cached; else after notebook 01
     name = run_name(quick, parameters)

@@ -126,6 +126,22 @@ def test_explore_without_a_cached_study_says_what_to_run(tmp_path):
     assert cli.main(["explore", "--quick", "--data-dir", str(tmp_path / "empty")]) == 1
 
 
+def test_a_relative_data_folder_means_the_same_folder_in_the_kernels(tmp_path, monkeypatch):
+    """The kernels run in notebooks/, the runner wherever it was started: a relative ALIGNNB_DATA or
+    data_dir is made absolute before any kernel starts (two quick studies on one relative
+    ALIGNNB_DATA once wrote their data under notebooks/)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ALIGNNB_DATA", "shared")
+    calls = {}
+    monkeypatch.setattr(notebooks.papermill, "execute_notebook",
+                        lambda src, out, parameters, **k: calls.setdefault(Path(src).name[:2], parameters))
+    notebooks.run_notebooks({"data_dir": "mine"}, quick=True, output=tmp_path / "run", progress=False)
+    import os
+
+    assert os.environ["ALIGNNB_DATA"] == str(tmp_path / "shared")
+    assert {c["data_dir"] for c in calls.values() if "data_dir" in c} == {str(tmp_path / "mine")}
+
+
 def test_only_the_full_default_run_writes_the_repositorys_figures(tmp_path, monkeypatch):
     """The runner passes figures/ as output_dir in the full default run alone (and publishes
     results/ then); --only, -p or --output runs write under their own run folder."""
