@@ -1,6 +1,6 @@
-"""Training speed: today's recipe against the fixed-length one, measured side by side in one run.
+"""Training speed and recipes: each compared side by side in one run.
 
-Three tables, each on the study's demonstrations (the full data set of ``make study``, from
+Four tables, each on the study's demonstrations (the full data set of ``make study``, from
 the cache; collected first if missing):
 
   steps       frames/s of one training step, at 2 threads: the step before this change
@@ -10,20 +10,19 @@ the cache; collected first if missing):
               per-frame transformer (the instruction re-encoded in every frame, no memory).
   processes   total frames/s of one process with 2 threads against two processes with 1 each,
               running at the same time (the study trains its agents this way).
-  goal        time to goal: wall-clock seconds (training plus its checks) until a success check
-              (200 fresh validation episodes per level, every 500 steps) first meets the goals
-              99/97/97/95%, for the old recipe (13,000-step schedule, the old step) and the new
-              one (6,000-step schedule, early stopping), both with 2 threads; then the final
-              500-episode test of each agent. Takes 20 to 40 minutes. (The new recipe with one
-              thread per agent, two agents side by side, is what `make study` runs: its times
-              are in each run's meta.json.)
+  goal        time to goal, each learner's recipe in the study against its candidate
+              (CANDIDATES below), two runs side by side with one thread each (as `make study`
+              trains them), seed 0: the first success check (200 fresh validation episodes per
+              level, every 500 steps) meeting the learner's goals, the recipe's own stop, frames/s,
+              and the final 500-episode test. A learner without a candidate runs once. About
+              25 minutes per pair (`--learners gru-film-lstm` runs one pair).
 
   numerics    which CPU-kernel settings change the bits of a short training run (60 steps of
               each learner, each in a fresh process) and what each costs: this machine's own
               choice, each library capped alone, and the two pins (AVX2, the study's; the
               portable minimum), each pin also on a stand-in CPU without AVX-512.
 
-    .venv/bin/python benchmarks/bench_train.py [steps|processes|goal|numerics ...] [--seconds 30]
+    .venv/bin/python benchmarks/bench_train.py [steps|processes|goal|numerics ...] [--seconds 30] [--learners ...]
 """
 
 from __future__ import annotations
@@ -32,8 +31,7 @@ import argparse
 import multiprocessing as mp
 import tempfile
 import time
-from contextlib import contextmanager, nullcontext
-from dataclasses import replace
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -198,43 +196,62 @@ def bench_processes(seconds: float) -> None:
           f"{sum(f for _, f in two):16.0f}{sum(f for _, f in two) / base:7.2f}x")
 
 
-def _to_goal(data, tc: train.TrainConfig, tmp: str, seed: int) -> dict:
-    run = train.train_agent(data, None, tc, seed, data_dir=tmp, progress=True)
-    hist = run.history
-    checks = hist.dropna(subset=[c for c in hist.columns if c.startswith("success/")][:1]).iloc[:-1]
-    met = [r for _, r in checks.iterrows()
-           if train.goals_met({c[8:]: r[c] for c in checks.columns if c.startswith("success/")})]
-    m = run.meta["metrics"]
-    return {"goal_step": met[0]["step"] if met else float("nan"),
-            "goal_seconds": met[0]["seconds"] if met else float("nan"),
-            "stop_step": m["steps"], "stop_seconds": m["train_seconds"], "reason": m["stop_reason"],
-            "test": " ".join(f"{g['success_rate']:.3f}" for g in m["greedy"]),
-            "test_met": train.goals_met({g["level"]: g["success_rate"] for g in m["greedy"]})}
+#: Recipes measured against the study's own, {learner: (agent configuration, training
+#: configuration)}: the second learner at three times the learning rate, the best of a sweep
+#: at 1,000 steps (lr 6e-3 diverged; 64 channels learned more slowly per step at 2.3x its cost).
+CANDIDATES = {
+    "gru-film-lstm": (recipes.RecurrentConfig(), recipes.TrainConfig(goal=0.95, lr=3e-3)),
+}
 
 
-def bench_goal(seed: int = 0) -> None:
+def _goal_job(job: tuple) -> dict:
+    """One run of ``goal`` in its own process (1 thread, the recipe's numerics): train to the
+    recipe's stop, then the 500-episode test; the first success check that met the goals."""
+    name, learner, ac, tc, seed, data_path, tmp = job
+    from alignnb.collect import demos
+    from alignnb.collect import levels as level_table
+
+    data = demos.load_demos(data_path)
+    t0 = time.perf_counter()
+    run = train.train_agent(data, ac, tc, seed, data_dir=tmp, final_eval_episodes=500, progress=False)
+    hist, m = run.history, run.meta["metrics"]
+    rate_cols = [c for c in hist.columns if c.startswith("success/")]
+    checks = hist.dropna(subset=rate_cols[:1]).iloc[:-1]  # the last row is the final test
+    goals = ({lv: tc.goal for lv in data.levels} if tc.goal else level_table.goals(list(data.levels), learner))
+    met = [r for _, r in checks.iterrows() if all(r[f"success/{lv}"] >= g for lv, g in goals.items())]
+    test = {g["level"]: g["success_rate"] for g in m["greedy"]}
+    return {"name": name, "learner": learner, "goal_step": met[0]["step"] if met else float("nan"),
+            "goal_seconds": met[0]["seconds"] if met else float("nan"), "stop_step": m["steps"],
+            "stop_seconds": m["train_seconds"], "frames_per_second": m["frames_per_second"],
+            "test": " ".join(f"{test[lv]:.3f}" for lv in data.levels),
+            "test_met": all(test[lv] >= g for lv, g in goals.items()), "reason": m["stop_reason"],
+            "wall": time.perf_counter() - t0}
+
+
+def bench_goal(seed: int = 0, learners: tuple[str, ...] = ("gru-film-lstm", "transformer")) -> None:
+    """Each learner's recipe in the study against its candidate (:data:`CANDIDATES`), two runs
+    side by side (one thread each, as ``make study`` trains), from the same seed and demonstrations."""
     data = _data()
-    protocol = dict(check_every=500, check_episodes=200)
-    old = replace(recipes.FIXED_RECIPE, **protocol, goal_checks=1, min_steps=0)  # stops at the goal, to save time
-    new = replace(train.TrainConfig(), **protocol, threads=2)
-    print(f"\ntime to goal (seed {seed}, 2 threads): the first success check (200 validation episodes per level, "
-          "every 500 steps) meeting 99/97/97/95%; seconds include the checks", flush=True)
-    print(f"{'':36s}{'goal step':>10s}{'goal s':>8s}{'ratio':>7s}{'stop step':>10s}{'stop s':>8s}  "
-          f"{'test (500 per level)':24s}{'met':>4s}  why it stopped", flush=True)
-    base = None
+    cfg = settings.StudyConfig()
+    print(f"\ntime to goal (seed {seed}; 1 thread per run, two runs side by side): the first success check "
+          "(200 validation episodes per level, every 500 steps) meeting the learner's goals, the stop, "
+          "and the 500-episode test; seconds are training time with its checks", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        for name, tc, step in [("old: 13k-step schedule, old step", old, old_step),
-                               ("new: 6k-step schedule, new step", new, nullcontext)]:
-            with step():
-                r = _to_goal(data, tc, tmp, seed)
-            base = base or r["goal_seconds"]
-            print(f"{name:36s}{r['goal_step']:10.0f}{r['goal_seconds']:8.0f}{base / r['goal_seconds']:6.2f}x"
-                  f"{r['stop_step']:10d}{r['stop_seconds']:8.0f}  {r['test']:24s}{'yes' if r['test_met'] else 'no':>4s}"
-                  f"  {r['reason']}", flush=True)
-            if tc is old:
-                full = base * 13_000 / r["goal_step"]
-    print(f"today's recipe as run trains all 13,000 steps: at the old step's pace that is about {full:.0f} s",
-          flush=True)
+        jobs = []
+        for learner in learners:
+            recipes_of = {"study": cfg.learner_recipe(learner)}
+            if learner in CANDIDATES and CANDIDATES[learner] != recipes_of["study"]:
+                recipes_of["candidate"] = CANDIDATES[learner]
+            jobs += [(f"{learner}: {name}", learner, *recipe, seed, str(data.path), f"{tmp}/{learner}-{name}")
+                     for name, recipe in recipes_of.items()]
+        with mp.get_context("spawn").Pool(2) as pool:  # spawn: each child pins its numerics before torch runs
+            rows = pool.map(_goal_job, jobs, chunksize=1)
+    print(f"{'':34s}{'goal step':>10s}{'goal s':>8s}{'stop step':>10s}{'stop s':>8s}{'frames/s':>10s}  "
+          f"{'test (500 per level)':24s}{'met':>4s}  why it stopped", flush=True)
+    for r in rows:
+        print(f"{r['name']:34s}{r['goal_step']:10.0f}{r['goal_seconds']:8.0f}{r['stop_step']:10d}"
+              f"{r['stop_seconds']:8.0f}{r['frames_per_second']:10.0f}  {r['test']:24s}"
+              f"{'yes' if r['test_met'] else 'no':>4s}  {r['reason']}", flush=True)
 
 
 #: name -> the kernel variables of one setting (alignnb.core.numerics explains each)
@@ -303,13 +320,15 @@ def main() -> None:
     parser.add_argument("parts", nargs="*", default=["steps", "processes", "goal"],
                         choices=["steps", "processes", "goal", "numerics"])
     parser.add_argument("--seconds", type=float, default=30.0, help="seconds per throughput measurement")
+    parser.add_argument("--learners", nargs="+", default=["gru-film-lstm", "transformer"],
+                        help="learners of the goal table")
     args = parser.parse_args()
     if "steps" in args.parts:
         bench_steps(_data(), args.seconds)
     if "processes" in args.parts:
         bench_processes(args.seconds)
     if "goal" in args.parts:
-        bench_goal()
+        bench_goal(learners=tuple(args.learners))
     if "numerics" in args.parts:
         bench_numerics()
 

@@ -112,12 +112,6 @@ class TrainConfig:
         return asdict(self)
 
 
-#: The recipe of the study before early stopping (the reference of benchmarks/bench_train.py):
-#: 13,000 steps, 2 threads, no stopping, success checks every 2,000 steps on 100 episodes.
-FIXED_RECIPE = TrainConfig(steps=13_000, val_every=500, check_every=2000, check_episodes=100, min_steps=0,
-                           goal_checks=0, threads=2)
-
-
 def run_inputs(demos_key: str, agent_config: Any, train_config: Any, seed: int) -> dict[str, Any]:
     """Everything that shapes a run's weights: what :func:`alignnb.agents.train.train_agent` trains
     from and hashes (its key is ``cache.key_of("agent", run_inputs(...))`` = :func:`run_key`).

@@ -147,7 +147,7 @@ def render(text: str, figures: Path) -> str:
 def update_readme(readme: Path | None = None, figures: Path | None = None) -> bool:
     """Rewrite the README's marked tables from ``figures/``; True when the file changed."""
     readme = readme or paths.REPO_ROOT / "README.md"
-    figures = figures or paths.REPO_ROOT / "figures"
+    figures = figures or paths.record_figures_dir()
     old = readme.read_text()
     new = render(old, figures)
     if new != old:
