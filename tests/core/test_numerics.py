@@ -87,3 +87,23 @@ def test_the_pin_and_its_opt_out():
     with pytest.raises(ValueError, match="ALIGNNB_NUMERICS"):
         numerics.chosen({numerics.ENV: "fast"})
     assert numerics.active() == "avx2"  # the tests themselves run pinned (conftest imports alignnb first)
+
+
+#: sha256 of the weights after the 25 pinned steps of ``CHILD`` on ``small_demos``, recorded on
+#: 2026-12-03 on an AMD EPYC without AVX-512 (torch's own capability there: AVX2), torch 2.13.0.
+#: Another CPU that gives other bits fails here: this compares real CPUs, not stand-ins. (The
+#: study's own check of the same kind: the second learner's seed-0 run, trained on an AVX-512
+#: machine, gave the same four test rates when trained again on this one; README, Speed.)
+RECORDED_WEIGHTS = {
+    "transformer": "115dce39582f780b37acb4c3b70ea273fcfa4b831decbe452e198363a18a5338",
+    "gru-film-lstm": "d15fdf2859efd9149c196d73cf45db27bf44277db43a53cd43b668283fd79d65",
+}
+
+
+@pytest.mark.parametrize("learner", ["transformer", "gru-film-lstm"])
+def test_pinned_training_gives_the_recorded_weights_on_any_x86_cpu(small_demos, learner):
+    run = _train(str(small_demos.path), learner, "avx2", {})
+    assert run["recorded"] == "avx2"
+    assert run["weights"] == RECORDED_WEIGHTS[learner], (
+        f"the pinned training gave other weights on this CPU ({run['capability']}); the recorded ones "
+        f"come from a CPU without AVX-512 (or a pinned package version changed: torch, numpy, minigrid): got {run['weights']}")
