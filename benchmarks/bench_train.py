@@ -209,7 +209,6 @@ def _goal_job(job: tuple) -> dict:
     recipe's stop, then the 500-episode test; the first success check that met the goals."""
     name, learner, ac, tc, seed, data_path, tmp = job
     from alignnb.collect import demos
-    from alignnb.collect import levels as level_table
 
     data = demos.load_demos(data_path)
     t0 = time.perf_counter()
@@ -217,14 +216,15 @@ def _goal_job(job: tuple) -> dict:
     hist, m = run.history, run.meta["metrics"]
     rate_cols = [c for c in hist.columns if c.startswith("success/")]
     checks = hist.dropna(subset=rate_cols[:1]).iloc[:-1]  # the last row is the final test
-    goals = ({lv: tc.goal for lv in data.levels} if tc.goal else level_table.goals(list(data.levels), learner))
-    met = [r for _, r in checks.iterrows() if all(r[f"success/{lv}"] >= g for lv, g in goals.items())]
+    goals = {lv: tc.goal for lv in data.levels} if tc.goal else None  # None: the learner's in the level table
+    met = [r for _, r in checks.iterrows()
+           if train.goals_met({lv: r[f"success/{lv}"] for lv in data.levels}, goals, learner)]
     test = {g["level"]: g["success_rate"] for g in m["greedy"]}
     return {"name": name, "learner": learner, "goal_step": met[0]["step"] if met else float("nan"),
             "goal_seconds": met[0]["seconds"] if met else float("nan"), "stop_step": m["steps"],
             "stop_seconds": m["train_seconds"], "frames_per_second": m["frames_per_second"],
             "test": " ".join(f"{test[lv]:.3f}" for lv in data.levels),
-            "test_met": all(test[lv] >= g for lv, g in goals.items()), "reason": m["stop_reason"],
+            "test_met": train.goals_met(test, goals, learner), "reason": m["stop_reason"],
             "wall": time.perf_counter() - t0}
 
 
