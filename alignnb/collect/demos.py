@@ -38,7 +38,7 @@ from minigrid.utils.baby_ai_bot import BabyAIBot
 from alignnb.core.progress import tqdm
 
 from alignnb.core import compute
-from alignnb.collect import levels
+from alignnb.collect import levels, observation
 from alignnb.core import paths
 from alignnb.core import streams
 from alignnb.collect.levels import babyai_level_ids, check_levels  # noqa: F401  (re-exported)
@@ -59,9 +59,13 @@ class DemoCollectionError(RuntimeError):
 
 
 def make_env(level: str, render: bool = False) -> Any:
-    """The bare (unwrapped) minigrid environment of a BabyAI level."""
+    """The bare (unwrapped) minigrid environment of a BabyAI level.
+
+    Its partial view is computed by :mod:`alignnb.collect.observation` (equal to minigrid's,
+    3-4x faster).
+    """
     env = gym.make(level, render_mode="rgb_array" if render else None)
-    return env.unwrapped
+    return observation.install(env.unwrapped)
 
 
 def reset_quietly(env: Any, seed: int) -> dict:
