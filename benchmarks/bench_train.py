@@ -10,12 +10,13 @@ the cache; collected first if missing):
               per-frame transformer (the instruction re-encoded in every frame, no memory).
   processes   total frames/s of one process with 2 threads against two processes with 1 each,
               running at the same time (the study trains its agents this way).
-  goal        time to goal, each learner's recipe in the study against its candidate
-              (CANDIDATES below), two runs side by side with one thread each (as `make study`
-              trains them), seed 0: the first success check (200 fresh validation episodes per
-              level, every 500 steps) meeting the learner's goals, the recipe's own stop, frames/s,
-              and the final 500-episode test. A learner without a candidate runs once. About
-              25 minutes per pair (`--learners gru-film-lstm` runs one pair).
+  goal        time to goal, each learner's recipe in the study against another one
+              (OTHER_RECIPES below: the recipe it replaced, or a candidate), two runs side by
+              side with one thread each (as `make study` trains them), seed 0: the first success
+              check (200 fresh validation episodes per level, every 500 steps) meeting the
+              learner's goals, the recipe's own stop, frames/s, and the final 500-episode test.
+              A learner without another recipe runs once. About 25 minutes per pair
+              (`--learners gru-film-lstm` runs one pair).
 
   numerics    which CPU-kernel settings change the bits of a short training run (60 steps of
               each learner, each in a fresh process) and what each costs: this machine's own
@@ -196,11 +197,12 @@ def bench_processes(seconds: float) -> None:
           f"{sum(f for _, f in two):16.0f}{sum(f for _, f in two) / base:7.2f}x")
 
 
-#: Recipes measured against the study's own, {learner: (agent configuration, training
-#: configuration)}: the second learner at three times the learning rate, the best of a sweep
-#: at 1,000 steps (lr 6e-3 diverged; 64 channels learned more slowly per step at 2.3x its cost).
-CANDIDATES = {
-    "gru-film-lstm": (recipes.RecurrentConfig(), recipes.TrainConfig(goal=0.95, lr=3e-3)),
+#: Recipes measured against the study's own, {learner: (name, agent configuration, training
+#: configuration)}: the second learner's recipe before 2026-12-04, at a third of today's
+#: learning rate (lr 3e-3 was the best of a sweep at 1,000 steps; lr 6e-3 diverged, 64
+#: channels learned more slowly per step at 2.3x its cost).
+OTHER_RECIPES = {
+    "gru-film-lstm": ("lr 1e-3 (before)", recipes.RecurrentConfig(), recipes.TrainConfig(goal=0.95, lr=1e-3)),
 }
 
 
@@ -229,7 +231,7 @@ def _goal_job(job: tuple) -> dict:
 
 
 def bench_goal(seed: int = 0, learners: tuple[str, ...] = ("gru-film-lstm", "transformer")) -> None:
-    """Each learner's recipe in the study against its candidate (:data:`CANDIDATES`), two runs
+    """Each learner's recipe in the study against another (:data:`OTHER_RECIPES`), two runs
     side by side (one thread each, as ``make study`` trains), from the same seed and demonstrations."""
     data = _data()
     cfg = settings.StudyConfig()
@@ -240,8 +242,8 @@ def bench_goal(seed: int = 0, learners: tuple[str, ...] = ("gru-film-lstm", "tra
         jobs = []
         for learner in learners:
             recipes_of = {"study": cfg.learner_recipe(learner)}
-            if learner in CANDIDATES and CANDIDATES[learner] != recipes_of["study"]:
-                recipes_of["candidate"] = CANDIDATES[learner]
+            if learner in OTHER_RECIPES and OTHER_RECIPES[learner][1:] != recipes_of["study"]:
+                recipes_of[OTHER_RECIPES[learner][0]] = OTHER_RECIPES[learner][1:]
             jobs += [(f"{learner}: {name}", learner, *recipe, seed, str(data.path), f"{tmp}/{learner}-{name}")
                      for name, recipe in recipes_of.items()]
         with mp.get_context("spawn").Pool(2) as pool:  # spawn: each child pins its numerics before torch runs

@@ -72,11 +72,12 @@ class StudyConfig:
     memory_layers: int = _param(2, (2,), "causal transformer layers over the episode")
     steps: int = _param(3_000, (2,), "the most optimizer steps; training stops earlier once success checks meet the goals")
     batch_episodes: int = _param(96, (2,), "whole episodes per batch")
-    lr: float = _param(0.001, (2,), "peak learning rate, AdamW with warm-up and cosine decay")
+    lr: float = _param(0.001, (2,), "the transformer's peak learning rate, AdamW with warm-up and cosine decay")
     eval_episodes: int = _param(500, (2,), "fresh episodes per level for the final evaluation")
     agent_seeds: int = _param(5, (2,), "transformer agents, from seed, seed + 1, ...: the 2nd is the replicate; "
                                        "together they give the seed-to-seed ceiling")
     recurrent_seeds: int = _param(3, (2,), "agents of the second learner (GRU, FiLM convolution, LSTM), from seed on")
+    recurrent_lr: float = _param(0.003, (2,), "the second learner's peak learning rate (benchmarks/bench_train.py goal)")
     # stage 3
     profile: str = _param("offline", (3, 4, 5), "model profile: offline, paper or paper-small")
     models: tuple = _param((), (3,), "model keys, empty means every model of the profile")
@@ -189,8 +190,9 @@ class StudyConfig:
 
     @property
     def recurrent_train_config(self) -> TrainConfig:
-        """The transformer's recipe with the second learner's goal (its uniform goal in the level table)."""
-        tc = self.train_config
+        """The transformer's recipe with the second learner's learning rate and goal (its uniform
+        goal in the level table)."""
+        tc = replace(self.train_config, lr=self.recurrent_lr)
         return tc if self.quick else replace(tc, goal=level_table.uniform_goal(self.levels, "gru-film-lstm"))
 
     @property
@@ -322,6 +324,7 @@ _RANGES: dict[str, tuple[Any, str]] = {
     "steps": (lambda v: v >= 1, "must be at least 1"),
     "batch_episodes": (lambda v: v >= 1, "must be at least 1"),
     "lr": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
+    "recurrent_lr": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
     "eval_episodes": (lambda v: v >= 1, "must be at least 1"),
     "agent_seeds": (lambda v: v >= 1, "must be at least 1 (the study's agent)"),
     "recurrent_seeds": (lambda v: v >= 0, "must be 0 (no second learner) or more"),
