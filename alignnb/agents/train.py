@@ -267,6 +267,8 @@ def _discard_run(path: Path) -> None:
     """Before a run is trained again (forced, or its files damaged): nothing of it is reused."""
     (path / "meta.json").unlink(missing_ok=True)
     (path / "state.pt").unlink(missing_ok=True)
+    for kept in (path / "checkpoints").glob("step_*.pt"):  # the old run's checks are not this run's snapshots
+        kept.unlink()
 
 
 def _train(data: demos.Demos, ac: AgentConfig, tc: TrainConfig, seed: int, path: Path, final_eval_episodes: int,

@@ -4,6 +4,7 @@
     train_agents(cfg)   stage 2: every agent of the study (missing ones on the given engine)
     load_study(cfg)     stages 3-5: the agent run, the sentences and every space's embeddings
     load_variants(cfg)  stage 3-4: every agent's extraction points and the bot's behaviour
+    load_snapshots(cfg) stage 3-4: the same at every checkpoint of training (E3)
 
 Each is cached below (a rerun with the same settings loads instead of computing).
 """
@@ -26,6 +27,7 @@ from alignnb.core.progress import tqdm
 from alignnb.extract import models, points
 from alignnb.extract.embeddings import Embeddings
 from alignnb.extract.spaces import study_embeddings
+from alignnb.measure import trajectory
 from alignnb.measure.checks import check_k
 from alignnb.run.settings import StudyConfig
 
@@ -158,6 +160,63 @@ def load_variants(cfg: StudyConfig, sentences: SentenceSet, data_dir: str | os.P
             del out[variant]
     bot = _bot_of(sentences, probes, data_dir, compute, progress)
     return out, bot, skipped
+
+
+def load_snapshots(cfg: StudyConfig, sentences: SentenceSet, data_dir: str | os.PathLike | None = None,
+                   compute: bool = False, progress: bool = False) -> tuple[dict, pd.DataFrame]:
+    """Every agent's extraction points at every moment of its training kept on disk (E3).
+
+    Returns ({(learner, seed, snapshot, extraction): Embeddings}, steps) where a snapshot is
+    ``"untrained"`` (the seed's twin, step 0), ``"step N"`` (the weights kept at the success
+    check of step N) or ``"final"`` (the finished agent); ``steps`` has one row per snapshot:
+    learner, seed, snapshot, step, success (the mean over levels of the check's rates, or of the
+    final test's; NaN for the twin, which is not played) and success_source. The twin's and the
+    final agent's sets are those of :func:`load_variants` (a set with a zero vector is left out, as
+    there); only the checks that the run's own history logged are read. With ``compute``
+    (notebook 03) missing sets are extracted; otherwise each must be cached.
+    """
+    probes = probe_set(cfg)
+    out: dict = {}
+    rows: list[dict] = []
+    runs = list(load_agents(cfg, data_dir).items())
+    for (learner, seed), run in tqdm(runs, desc="agents along training", disable=not progress):
+        sets, steps = snapshots_of(run, learner, seed, sentences, probes, cfg.effective("eval_episodes"), data_dir,
+                                   compute, progress)
+        out.update(sets)
+        rows += steps
+    return out, pd.DataFrame(rows)
+
+
+def snapshots_of(run: checkpoints.TrainedAgent, learner: str, seed: int, sentences: SentenceSet,
+                 probes: points.ProbeSet, eval_episodes: int, data_dir: str | os.PathLike | None = None,
+                 compute: bool = False, progress: bool = False) -> tuple[dict, list[dict]]:
+    """:func:`load_snapshots` of one finished run (evaluated on ``eval_episodes`` per level)."""
+    history = run.history
+    levels = list(run.meta["params"]["levels"])
+    check_episodes = run.meta["params"]["train"].get("check_episodes")
+    rate = f"success/{levels[0]}"
+    checks = history.dropna(subset=[rate]).iloc[:-1] if rate in history else history.iloc[:0]  # the last: the test
+    rates = {int(r["step"]): float(np.mean([r[f"success/{lv}"] for lv in levels])) for _, r in checks.iterrows()}
+    files = [(trajectory.UNTRAINED, 0, run.path / "untrained.pt", float("nan"), "")]
+    final_step = int(run.meta["metrics"]["steps"])
+    for step, path in checkpoints.training_checkpoints(run.path).items():
+        if step and step <= final_step and step in rates:  # a check this run logged (never a leftover file)
+            files.append((trajectory.snapshot_name(step), step, path, rates.get(step, float("nan")),
+                          f"check ({check_episodes} validation episodes per level)"))
+    files.append((trajectory.FINAL, final_step, run.path / "agent.pt",
+                  float(run.success_table()["success_rate"].mean()), f"test ({eval_episodes} episodes per level)"))
+    out: dict = {}
+    rows = []
+    for name, step, path, success, source in files:
+        sets = _variants_of(path, sentences, probes, {"learner": learner, "seed": seed, "snapshot": name,
+                                                      "trained": name != trajectory.UNTRAINED},
+                            data_dir, compute, progress)
+        # as in load_variants: a set with a zero vector has no cosine geometry and is left out
+        out.update({(learner, seed, name, x): emb for x, emb in sets.items()
+                    if np.any(emb.vectors != 0, axis=-1).all()})
+        rows.append({"learner": learner, "seed": seed, "snapshot": name, "step": step, "success": success,
+                     "success_source": source})
+    return out, rows
 
 
 def _variants_of(checkpoint: Path, sentences: SentenceSet, probes: points.ProbeSet, label: dict,

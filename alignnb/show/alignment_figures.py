@@ -258,3 +258,42 @@ def effect_intervals(e1: pd.DataFrame, e2: pd.DataFrame, axes: Any = None) -> tu
                  ha="center", fontsize=8)
         fig.tight_layout()
     return fig, (grid[0] if new else axes)
+
+
+def alignment_over_training(per_seed: pd.DataFrame, models: Sequence[str], extractions: Sequence[str], k: int,
+                            chance: float, x: str = "step", axes: Any = None) -> tuple[plt.Figure, np.ndarray]:
+    """precision@k of each agent snapshot along training, one line per learner and seed.
+
+    ``per_seed``: the first table of :func:`alignnb.measure.trajectory.alignment_over_training`.
+    One panel per reference model (rows) and extraction point (columns); ``x`` is ``"step"``
+    (the untrained twin at 0) or ``"success"`` (the snapshot's mean success over levels; the
+    twin, whose success is not played, is left out). Dotted: chance k/(n-1). Draws on ``axes``
+    ([len(models), len(extractions)]) when given.
+    """
+    from alignnb.show.style import LEARNER_COLORS
+
+    fig, grid, new = new_axes_grid(axes, len(models), len(extractions),
+                                   (3.3 * len(extractions), 2.4 * len(models)), sharex=True, sharey="row")
+    for i, model in enumerate(models):
+        for j, point in enumerate(extractions):
+            ax = grid[i, j]
+            rows = per_seed[(per_seed["model"] == model) & (per_seed["extraction"] == point)]
+            for (learner, seed), line in rows.groupby(["learner", "seed"], sort=False):
+                line = line.dropna(subset=[x]).sort_values(["step", x])
+                ax.plot(line[x], line["precision"], marker="o", ms=2.5, lw=1, alpha=0.8,
+                        color=LEARNER_COLORS.get(learner, "grey"),
+                        label=learner if (i, j) == (0, 0) and seed == rows[rows["learner"] == learner]["seed"].min()
+                        else None)
+            ax.axhline(chance, color="black", ls=":", lw=0.8)
+            if i == 0:
+                ax.set_title(point)
+            if j == 0:
+                ax.set_ylabel(f"{model}\nprecision@{k}", fontsize=8)
+            if i == len(models) - 1:
+                ax.set_xlabel("training step" if x == "step" else "success (mean over levels)")
+    if new:
+        fig.tight_layout()
+    handles, labels = grid[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, frameon=False, fontsize=8, loc="upper center", ncol=max(len(labels), 1),
+               bbox_to_anchor=(0.5, 0.0), title="one line per seed; dotted: chance k/(n-1)", title_fontsize=8)
+    return fig, (grid if new else axes)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from alignnb.show.agent_figures import agent_success_grid, confusion, curves_grid, learning_curves, success_bars
 from alignnb.show.alignment_figures import (
+                                            alignment_over_training,
                                             attribute_shares,
                                             effect_intervals,
                                             layer_sweep_plot,
@@ -44,10 +45,10 @@ FIGURES = (episode_lengths, action_distribution, frame_grid,
            learning_curves, curves_grid, success_bars, confusion, agent_success_grid,
            embedding_sanity, projection_grid, procrustes_picture,
            precision_heatmap, metric_heatmap, precision_curves, precision_vs_n, layer_sweep_plot, attribute_shares,
-           variant_alignment, effect_intervals)
+           variant_alignment, effect_intervals, alignment_over_training)
 
 __all__ = ["FAMILY_COLORS", "FIGURES", "LEARNER_COLORS", "LEVEL_COLORS", "action_distribution", "agent_success_grid",
-           "attribute_shares", "confusion", "effect_intervals", "curves_grid", "embedding_sanity", "episode_lengths", "family_color", "frame_grid",
+           "alignment_over_training", "attribute_shares", "confusion", "effect_intervals", "curves_grid", "embedding_sanity", "episode_lengths", "family_color", "frame_grid",
            "layer_sweep_plot", "learning_curves", "metric_heatmap", "model_styles", "precision_curves",
            "precision_heatmap", "precision_vs_n", "procrustes_picture", "projection_grid", "save_figure",
            "save_table", "scatter_by", "set_style", "short_level", "success_bars", "variant_alignment"]

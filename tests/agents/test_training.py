@@ -121,6 +121,36 @@ def test_training_stops_when_validation_checks_meet_the_goals(small_demos, data_
     assert competence.steps_to_goals(run.history, {lv: 0.9 for lv in LEVELS}) == 30
 
 
+def test_the_snapshots_along_training_are_the_kept_checks_with_their_success(small_demos, data_root, monkeypatch):
+    """E3's snapshots of a run: its twin, each kept check (with that check's success) and its end."""
+    import numpy as np
+
+    from alignnb.collect.instructions import sentence_set_from_demos
+    from alignnb.extract import points
+    from alignnb.run import stages
+
+    _fake_checks(monkeypatch, passing_from=30, seed=3)
+    run = train.train_agent(small_demos, SMALL, RECIPE, seed=3, data_dir=data_root, final_eval_episodes=2,
+                            progress=False)  # the run of the stopping test (cached)
+    sentences = sentence_set_from_demos(small_demos)
+    probes = points.probe_states(LEVELS, 1, seed=3)
+    sets, rows = stages.snapshots_of(run, "transformer", 3, sentences, probes, 2, data_root, compute=True)
+    steps = pd.DataFrame(rows).set_index("snapshot")
+    assert list(steps.index) == ["untrained", "step 10", "step 20", "step 30", "step 40", "final"]
+    assert list(steps["step"]) == [0, 10, 20, 30, 40, 40]
+    assert np.isnan(steps.loc["untrained", "success"])
+    assert steps.loc["step 20", "success"] == 0.5 and steps.loc["step 30", "success"] == 1.0  # the fake checks'
+    assert steps.loc["final", "success"] == pytest.approx(run.success_table()["success_rate"].mean())
+    assert steps.loc["final", "success_source"] == "test (2 episodes per level)"
+    # the run stopped at its check of step 40: that check's weights are the final agent's
+    for x in ("embedding", "film", "behaviour"):
+        np.testing.assert_array_equal(sets[("transformer", 3, "step 40", x)].vectors,
+                                      sets[("transformer", 3, "final", x)].vectors)
+    assert not np.array_equal(sets[("transformer", 3, "step 10", "embedding")].vectors,
+                              sets[("transformer", 3, "untrained", "embedding")].vectors)
+    assert sets[("transformer", 3, "step 20", "film")].meta["snapshot"] == "step 20"
+
+
 def test_an_interrupted_run_resumes_bit_for_bit(small_demos, data_root, tmp_path, monkeypatch):
     """Interrupted at a check after its checkpoint, resumed in a new call: the same weights and log."""
     _fake_checks(monkeypatch, passing_from=60, seed=4)

@@ -81,6 +81,12 @@ def synthetic_inputs() -> dict:
                              "ci_high": 0.02 * i + 0.03, "p_holm": 0.01 if i else 0.4}
                             for p in points for i, m in enumerate(MODELS[1:])])
     d["e2"] = d["e1"].assign(versus="bag-of-words")
+    snaps = [("untrained", 0, np.nan), ("step 1000", 1000, 0.6), ("final", 2000, 0.9)]
+    d["trajectory"] = pd.DataFrame([
+        {"learner": ln, "seed": s, "snapshot": name, "step": step, "extraction": x, "model": m,
+         "precision": 0.1 + 0.1 * i + 0.02 * s, "success": success}
+        for ln in ("transformer", "gru-film-lstm") for s in (0, 1) for i, (name, step, success) in enumerate(snaps)
+        for x in ("embedding", "behaviour") for m in ("smollm2-135m", "bag-of-words")])
     return d
 
 
@@ -120,6 +126,9 @@ def figure_calls(d: dict) -> dict[str, tuple[Callable, tuple[int, int] | None]]:
         "variant_alignment": (lambda t: plots.variant_alignment(d["variant_summary"], d["ceiling"], 0.1, 5, axes=t),
                               (1, 2)),
         "effect_intervals": (lambda t: plots.effect_intervals(d["e1"], d["e2"], axes=t), (1, 2)),
+        "alignment_over_training": (lambda t: plots.alignment_over_training(
+            d["trajectory"], ["smollm2-135m", "bag-of-words"], ["embedding", "behaviour"], 5, 0.1, x="success",
+            axes=t), (2, 2)),
     }
 
 

@@ -125,6 +125,18 @@ def test_quick_run_of_the_whole_study(quick_run):
     agreement = pd.read_csv(run_dir / "figures" / "agent_agreement.csv")
     assert set(agreement["pair"]) == {"seed to seed", "learner to learner"}
     assert {"agent_variants.png", "agent_success_all.png"} <= figures
+    # E3: every agent at every snapshot kept (a quick run keeps no success checks: its twin and its end)
+    from alignnb.measure import trajectory
+
+    over = pd.read_csv(run_dir / "figures" / "alignment_over_training.csv")
+    assert list(over.columns) == list(trajectory.SEED_COLUMNS)
+    assert over.groupby(["learner", "seed"])["snapshot"].unique().map(sorted).map(tuple).unique().tolist() == [
+        ("final", "untrained")]
+    assert set(over["extraction"]) == {"embedding", "film", "behaviour"}
+    assert (over.query("snapshot == 'untrained'")["twin_effect"] == 0).all()
+    assert over.query("snapshot == 'final'")["success"].between(0, 1).all()
+    assert {"alignment_over_training.png", "alignment_over_success.png", "matched_success.csv",
+            "alignment_trend.csv", "alignment_over_training_effects.csv"} <= figures
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
