@@ -59,6 +59,52 @@ def training_markdown(table: pd.DataFrame) -> list[str]:
     return lines
 
 
+def goals_markdown(table: pd.DataFrame) -> list[str]:
+    """``agent_success.csv``: one sentence per learner, how many seeds meet every goal of its level
+    table on the test episodes, and each miss with its rate and goal."""
+    lines = []
+    for learner, rows in table.groupby("learner", sort=False):
+        misses = []
+        for seed, g in rows.groupby("seed", sort=False):
+            miss = [f"{lv.removeprefix('BabyAI-').removesuffix('-v0')} {_f(r)} < {level_table.goal_of(lv, learner):.2f}"
+                    for lv, r in zip(g["level"], g["success_rate"]) if r < level_table.goal_of(lv, learner)]
+            if miss:
+                misses.append(f"seed {seed}: {', '.join(miss)}")
+        seeds = rows["seed"].nunique()
+        met = seeds - len(misses)
+        lines.append(f"- **{learner}: {met} of {seeds} seeds meet every goal** on the test episodes"
+                     + (f"; misses: {'; '.join(misses)}." if misses else "."))
+    return lines
+
+
+def trend_markdown(table: pd.DataFrame) -> list[str]:
+    """``alignment_trend.csv`` (E3): how precision@k with the decoder LLMs moved along each segment
+    of training, per learner and point (:func:`alignnb.measure.trajectory.trend_lines`)."""
+    from alignnb.measure import trajectory
+
+    decoders = list(dict.fromkeys(table.loc[table["family"] == "decoder LLM", "model"]))
+    return trajectory.trend_lines(table, decoders) or ["- (no success check was kept: no segment to test)"]
+
+
+def matched_markdown(table: pd.DataFrame) -> list[str]:
+    """``matched_success.csv`` (E3): the learners at matched success, precision@k with each decoder
+    LLM at the embedding (mean over seeds, 95% interval over seeds), and their gap where both are
+    matched (their nearest snapshots within the tolerance of the level)."""
+    sel = table[(table["family"] == "decoder LLM") & (table["extraction"] == "embedding")]
+    lines = ["| level | learner | model | seeds' snapshots | success | farthest from the level | matched | precision "
+             "| 95% interval over seeds |", "|---|---|---|---|---|---|---|---|---|"]
+    for _, r in sel.iterrows():
+        interval = "" if pd.isna(r["ci_low"]) else f"{r['ci_low']:+.3f} to {r['ci_high']:+.3f}"
+        if " - " in r["learner"]:  # the gap between the learners: a difference, signed
+            cells = ["", "", _f(r["distance"]), "yes" if r["matched"] else "no",
+                     "not matched" if pd.isna(r["precision"]) else f"{r['precision']:+.3f}", interval]
+        else:
+            cells = [r["snapshots"], _f(r["success"]), _f(r["distance"]), "yes" if r["matched"] else "no",
+                     _f(r["precision"]), interval.replace("+", "")]
+        lines.append(f"| {r['level']:.2f} | {r['learner']} | {r['model']} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def results_markdown(summary: pd.DataFrame) -> list[str]:
     """The alignment summary (``alignment_summary.csv``, k = 15) as the README's results table: the
     mean-over-seeds rows, with each seed's precision beside them."""
@@ -108,6 +154,9 @@ def conclusions_markdown(table: pd.DataFrame) -> list[str]:
 #: marker name -> (the CSV in figures/ it is made from, how)
 BLOCKS: dict[str, tuple[str, Callable[[pd.DataFrame], list[str]]]] = {
     "success-table": ("agent_success.csv", success_markdown),
+    "goals-lines": ("agent_success.csv", goals_markdown),
+    "trend-lines": ("alignment_trend.csv", trend_markdown),
+    "matched-table": ("matched_success.csv", matched_markdown),
     "interval-table": ("agent_success.csv", interval_markdown),
     "training-table": ("agent_training.csv", training_markdown),
     "results-table": ("alignment_summary.csv", results_markdown),

@@ -138,3 +138,16 @@ def test_the_readme_generator_rewrites_only_marked_blocks(tmp_path):
     assert out.startswith("intro\n\n<!-- success-table: from figures -->\n| learner | seed | GoToLocal | PickupLoc |")
     assert "| transformer | 0 | 0.995 | 0.960 | PickupLoc |" in out and out.endswith("\n\nafter\n")
     assert readme.render(out, tmp_path) == out
+
+
+def test_the_goals_lines_name_every_miss_with_its_rate_and_goal(tmp_path):
+    from alignnb.run import readme
+
+    levels = ["BabyAI-GoToLocal-v0", "BabyAI-PickupLoc-v0"]
+    pd.DataFrame({"learner": ["transformer"] * 4 + ["gru-film-lstm"] * 2, "seed": [0, 0, 1, 1, 0, 0],
+                  "level": levels * 3, "success_rate": [1.0, 0.98, 1.0, 0.96, 0.97, 0.94], "episodes": 500,
+                  "ci_low": 0.9, "ci_high": 1.0}).to_csv(tmp_path / "agent_success.csv", index=False)
+    out = readme.render("<!-- goals-lines: from figures -->\n- old\n\nafter\n", tmp_path)
+    lines = out.splitlines()[1:3]
+    assert lines[0] == "- **transformer: 1 of 2 seeds meet every goal** on the test episodes; misses: seed 1: PickupLoc 0.960 < 0.97."
+    assert lines[1] == "- **gru-film-lstm: 0 of 1 seeds meet every goal** on the test episodes; misses: seed 0: PickupLoc 0.940 < 0.95."
