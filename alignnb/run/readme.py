@@ -77,6 +77,20 @@ def goals_markdown(table: pd.DataFrame) -> list[str]:
     return lines
 
 
+def modes_markdown(table: pd.DataFrame) -> list[str]:
+    """``agent_success_modes.csv``: each learner's test success per level with greedy and with
+    sampled actions, the mean over seeds and the range of the seeds."""
+    levels = list(dict.fromkeys(table["level"]))
+    short = [lv.removeprefix("BabyAI-").removesuffix("-v0") for lv in levels]
+    lines = ["| learner | actions | " + " | ".join(short) + " |", "|---|---|" + "---|" * len(levels)]
+    for learner, rows in table.groupby("learner", sort=False):
+        for mode in ("greedy", "sampled"):
+            by = rows.groupby("level")[mode]
+            cells = [f"{_f(by.mean()[lv])} ({_f(by.min()[lv])}-{_f(by.max()[lv])})" for lv in levels]
+            lines.append(f"| {learner} | {mode} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def trend_markdown(table: pd.DataFrame) -> list[str]:
     """``alignment_trend.csv`` (E3): how precision@k with the decoder LLMs moved along each segment
     of training, per learner and point (:func:`alignnb.measure.trajectory.trend_lines`)."""
@@ -155,6 +169,7 @@ def conclusions_markdown(table: pd.DataFrame) -> list[str]:
 BLOCKS: dict[str, tuple[str, Callable[[pd.DataFrame], list[str]]]] = {
     "success-table": ("agent_success.csv", success_markdown),
     "goals-lines": ("agent_success.csv", goals_markdown),
+    "modes-table": ("agent_success_modes.csv", modes_markdown),
     "trend-lines": ("alignment_trend.csv", trend_markdown),
     "matched-table": ("matched_success.csv", matched_markdown),
     "interval-table": ("agent_success.csv", interval_markdown),

@@ -135,6 +135,9 @@ def test_quick_run_of_the_whole_study(quick_run):
     assert set(over["extraction"]) == {"embedding", "film", "behaviour"}
     assert (over.query("snapshot == 'untrained'")["twin_effect"] == 0).all()
     assert over.query("snapshot == 'final'")["success"].between(0, 1).all()
+    modes = pd.read_csv(run_dir / "figures" / "agent_success_modes.csv")
+    assert (modes["greedy"].to_numpy() == table["success_rate"].to_numpy()).all()
+    assert modes["sampled"].between(0, 1).all()
     assert {"alignment_over_training.png", "alignment_over_success.png", "matched_success.csv",
             "alignment_trend.csv", "alignment_over_training_effects.csv"} <= figures
 

@@ -151,3 +151,15 @@ def test_the_goals_lines_name_every_miss_with_its_rate_and_goal(tmp_path):
     lines = out.splitlines()[1:3]
     assert lines[0] == "- **transformer: 1 of 2 seeds meet every goal** on the test episodes; misses: seed 1: PickupLoc 0.960 < 0.97."
     assert lines[1] == "- **gru-film-lstm: 0 of 1 seeds meet every goal** on the test episodes; misses: seed 0: PickupLoc 0.940 < 0.95."
+
+
+def test_the_modes_table_gives_each_learners_mean_and_range_over_seeds(tmp_path):
+    from alignnb.run import readme
+
+    pd.DataFrame({"learner": ["gru-film-lstm"] * 2, "seed": [0, 1], "level": ["BabyAI-PutNextLocal-v0"] * 2,
+                  "episodes": 500, "greedy": [0.8, 0.5], "sampled": [0.9, 0.7]}).to_csv(
+        tmp_path / "agent_success_modes.csv", index=False)
+    out = readme.render("<!-- modes-table: x -->\n| old |\n", tmp_path).splitlines()
+    assert out[1:] == ["| learner | actions | PutNextLocal |", "|---|---|---|",
+                       "| gru-film-lstm | greedy | 0.650 (0.500-0.800) |",
+                       "| gru-film-lstm | sampled | 0.800 (0.700-0.900) |"]
