@@ -11,8 +11,8 @@ compute the same thing from one precomputed index table per (view size, directio
 cells, the same occlusion rule (minigrid's ``Grid.process_vis``, run on a flat list), the same
 carried object at the agent's cell, the same ``uint8`` encoding. The results are equal to
 minigrid's (``tests/collect/test_observation.py`` compares grids, masks and images over
-thousands of bot and random steps on every level); only the time differs
-(``benchmarks/bench_demos.py observation``).
+random walks on every level, and the bot's actions with either view); only the time differs
+(``benchmarks/bench_demos.py``: 1.40x the bare bot loop).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ import pandas as pd
 
 from alignnb.collect import levels as level_table
 from alignnb.core import paths
+from alignnb.show.style import short_level
 
 
 def _f(x: float) -> str:
@@ -26,7 +27,7 @@ def success_markdown(table: pd.DataFrame) -> list[str]:
     """Every agent's greedy success per level (``agent_success.csv``), with its Wilson 95% interval
     when the table has one; one row per learner and seed, in the table's order."""
     levels = list(dict.fromkeys(table["level"]))
-    short = [lv.removeprefix("BabyAI-").removesuffix("-v0") for lv in levels]
+    short = [short_level(lv) for lv in levels]
     lines = ["| learner | seed | " + " | ".join(short) + " | misses a goal |", "|---|---|" + "---|" * (len(levels) + 1)]
     for (learner, seed), g in table.groupby(["learner", "seed"], sort=False):
         g = g.set_index("level")
@@ -39,7 +40,7 @@ def success_markdown(table: pd.DataFrame) -> list[str]:
 def interval_markdown(table: pd.DataFrame) -> list[str]:
     """The Wilson 95% intervals of ``agent_success.csv``, one row per learner and seed."""
     levels = list(dict.fromkeys(table["level"]))
-    short = [lv.removeprefix("BabyAI-").removesuffix("-v0") for lv in levels]
+    short = [short_level(lv) for lv in levels]
     lines = ["| learner | seed | " + " | ".join(short) + " |", "|---|---|" + "---|" * len(levels)]
     for (learner, seed), g in table.groupby(["learner", "seed"], sort=False):
         g = g.set_index("level")
@@ -66,7 +67,7 @@ def goals_markdown(table: pd.DataFrame) -> list[str]:
     for learner, rows in table.groupby("learner", sort=False):
         misses = []
         for seed, g in rows.groupby("seed", sort=False):
-            miss = [f"{lv.removeprefix('BabyAI-').removesuffix('-v0')} {_f(r)} < {level_table.goal_of(lv, learner):.2f}"
+            miss = [f"{short_level(lv)} {_f(r)} < {level_table.goal_of(lv, learner):.2f}"
                     for lv, r in zip(g["level"], g["success_rate"]) if r < level_table.goal_of(lv, learner)]
             if miss:
                 misses.append(f"seed {seed}: {', '.join(miss)}")
@@ -81,7 +82,7 @@ def modes_markdown(table: pd.DataFrame) -> list[str]:
     """``agent_success_modes.csv``: each learner's test success per level with greedy and with
     sampled actions, the mean over seeds and the range of the seeds."""
     levels = list(dict.fromkeys(table["level"]))
-    short = [lv.removeprefix("BabyAI-").removesuffix("-v0") for lv in levels]
+    short = [short_level(lv) for lv in levels]
     lines = ["| learner | actions | " + " | ".join(short) + " |", "|---|---|" + "---|" * len(levels)]
     for learner, rows in table.groupby("learner", sort=False):
         for mode in ("greedy", "sampled"):

@@ -154,7 +154,7 @@ def load_variants(cfg: StudyConfig, sentences: SentenceSet, data_dir: str | os.P
             out.update({(label, seed, name): emb for name, emb in sets.items()})
     skipped = {}
     for variant, emb in list(out.items()):
-        zero = int((~np.any(emb.vectors != 0, axis=-1)).sum())
+        zero = _zero_rows(emb)
         if zero:
             skipped[variant] = f"{zero} of {len(emb.sentences)} vectors are zero: no cosine geometry"
             del out[variant]
@@ -212,11 +212,15 @@ def snapshots_of(run: checkpoints.TrainedAgent, learner: str, seed: int, sentenc
                                                       "trained": name != trajectory.UNTRAINED},
                             data_dir, compute, progress)
         # as in load_variants: a set with a zero vector has no cosine geometry and is left out
-        out.update({(learner, seed, name, x): emb for x, emb in sets.items()
-                    if np.any(emb.vectors != 0, axis=-1).all()})
+        out.update({(learner, seed, name, x): emb for x, emb in sets.items() if not _zero_rows(emb)})
         rows.append({"learner": learner, "seed": seed, "snapshot": name, "step": step, "success": success,
                      "success_source": source})
     return out, rows
+
+
+def _zero_rows(emb: Embeddings) -> int:
+    """How many of a set's vectors are zero (a set with any has no cosine geometry and is left out)."""
+    return int((~np.any(emb.vectors != 0, axis=-1)).sum())
 
 
 def _variants_of(checkpoint: Path, sentences: SentenceSet, probes: points.ProbeSet, label: dict,
@@ -273,6 +277,5 @@ def load_random_inits(cfg: StudyConfig, sentences: SentenceSet, data_dir: str | 
                                     "notebooks/03_extract_embeddings.ipynb with the same study parameters")
         sets = _variants_of(path, sentences, probes, {"learner": f"{learner}-init", "seed": s, "trained": False},
                             data_dir, compute, False)
-        out.update({(f"{learner}-init", s, name): emb for name, emb in sets.items()
-                    if np.any(emb.vectors != 0, axis=-1).all()})
+        out.update({(f"{learner}-init", s, name): emb for name, emb in sets.items() if not _zero_rows(emb)})
     return out
